@@ -1,0 +1,3 @@
+from chaosmirror.cli import main
+
+main()

@@ -1,0 +1,384 @@
+"""The command line: parse, call one library function, render. The only importer of click and tqdm."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from chaosmirror import __version__
+from chaosmirror.errors import ChaosmirrorError
+from chaosmirror.release import GROUPS, Catalog, Release, diff_releases, manifests_dir
+
+F = Callable[..., Any]
+
+
+class _Cli(click.Group):
+    """Turns a ChaosmirrorError into a one-line message and its exit code (2 input, 1 failed run)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ChaosmirrorError as exc:
+            error = click.ClickException(str(exc))
+            error.exit_code = exc.exit_code
+            raise error from None
+
+
+def manifests_option(f: F) -> F:
+    return click.option(
+        "--manifests",
+        "manifests",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="CHAOSMIRROR_MANIFESTS",
+        show_envvar=True,
+        help="Read release manifests from DIR instead of the bundled ones.",
+    )(f)
+
+
+def catalog(manifests: Path | None) -> Catalog:
+    return Catalog(manifests_dir(manifests))
+
+
+def group_option(f: F) -> F:
+    return click.option(
+        "--group",
+        "groups",
+        multiple=True,
+        type=click.Choice(GROUPS),
+        help="Only this group of images (repeatable; default: all).",
+    )(f)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="chaosmirror")
+def cli() -> None:
+    """Copy the container images of a Harness Chaos Engineering (HCE) release into your own registry,
+    laid out the way HCE's Image Registry settings expect: <server>/<account>/<image>:<tag>."""
+
+
+@cli.command()
+@manifests_option
+def releases(manifests: Path | None) -> None:
+    """List the known releases and how many images each group has."""
+    rows = []
+    for release in catalog(manifests).load_all():
+        counts = [str(len(release.groups[g].images)) if g in release.groups else "-" for g in GROUPS]
+        rows.append([release.name, str(release.revision), *counts, ", ".join(sorted(release.sources))])
+    from chaosmirror.report import table
+
+    click.echo(table(rows, ["RELEASE", "REV", *(g.upper() for g in GROUPS), "SOURCES"]))
+
+
+@cli.command()
+@click.argument("release")
+@group_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "refs", "json"]),
+    default="table",
+    show_default=True,
+    help="refs: one source reference per line (each image once), for scripts.",
+)
+@manifests_option
+def show(release: str, groups: tuple[str, ...], fmt: str, manifests: Path | None) -> None:
+    """List the images of RELEASE (e.g. 1.47.0, or 1.53 for the newest 1.53.x)."""
+    rel = catalog(manifests).load(release)
+    images = rel.images(groups)
+    if fmt == "refs":
+        for ref in dict.fromkeys(str(i.ref) for i in images):
+            click.echo(ref)
+        return
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "release": rel.name,
+                    "revision": rel.revision,
+                    "images": [
+                        {
+                            "group": i.group,
+                            "component": i.component,
+                            "image": str(i.ref),
+                            "source": rel.sources[i.source].title,
+                        }
+                        for i in images
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    from chaosmirror.report import table
+
+    click.echo(f"HCE {rel.name} (revision {rel.revision}): {len(images)} images")
+    click.echo(table([[i.group, i.component, str(i.ref)] for i in images], ["GROUP", "COMPONENT", "IMAGE"]))
+    for name in groups or rel.groups:
+        group = rel.groups.get(name)
+        if group is None or group.note:
+            click.echo(f"note: {name}: {group.note if group else 'not listed for this release'}")
+    click.echo("sources:")
+    for source in {rel.sources[i.source] for i in images}:
+        click.echo(f"  {source.title}" + (f" <{source.url}>" if source.url else ""))
+
+
+@cli.command()
+@click.argument("old")
+@click.argument("new")
+@group_option
+@manifests_option
+def diff(old: str, new: str, groups: tuple[str, ...], manifests: Path | None) -> None:
+    """Show images added, removed and retagged from release OLD to NEW."""
+    cat = catalog(manifests)
+    a, b = cat.load(old), cat.load(new)
+    changes = diff_releases(a, b, groups)
+    if not changes:
+        click.echo(f"{a.name} and {b.name} list the same images")
+        return
+    rows = []
+    for c in changes:
+        repo = c.new or c.old
+        assert repo is not None
+        before = c.old.tag if c.old else ""
+        after = c.new.tag if c.new else ""
+        rows.append([c.kind, c.group, c.component, f"{repo.registry}/{repo.repository}", before, after])
+    from chaosmirror.report import table
+
+    click.echo(table(rows, ["CHANGE", "GROUP", "COMPONENT", "REPOSITORY", a.name, b.name]))
+
+
+# --- copying ---------------------------------------------------------------------------------------
+
+
+def copy_options(f: F) -> F:
+    """Options shared by mirror and plan (and later bundle import)."""
+    decorators: list[Callable[[F], F]] = [
+        click.option(
+            "--to",
+            "target",
+            required=True,
+            metavar="HOST[:PORT][/PATH]",
+            help="The target registry (HCE's registry server).",
+        ),
+        click.option(
+            "--account",
+            default="harness",
+            show_default=True,
+            help="HCE's registry account: images go to TARGET/ACCOUNT/NAME:TAG.",
+        ),
+        group_option,
+        click.option(
+            "--platform",
+            "platforms",
+            multiple=True,
+            metavar="OS/ARCH[/VARIANT]",
+            help="Copy only this platform (repeatable; default: every platform, indexes intact).",
+        ),
+        click.option(
+            "--source-mirror",
+            "source_mirrors",
+            multiple=True,
+            metavar="REGISTRY=HOST[/PATH]",
+            help="Read REGISTRY's images from HOST/PATH (a pull-through cache or Harness's GAR mirror).",
+        ),
+        click.option(
+            "--jobs",
+            "-j",
+            default=16,
+            show_default=True,
+            type=click.IntRange(1, 64),
+            help="Images copied at the same time.",
+        ),
+        click.option(
+            "--report",
+            "report_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write a JSON report (one entry per image) to FILE.",
+        ),
+        click.option(
+            "--insecure-registry",
+            "insecure",
+            multiple=True,
+            metavar="HOST[:PORT]",
+            help="Skip TLS verification (or use plain HTTP) for HOST. Loopback registries may "
+            "be plain HTTP without it.",
+        ),
+        click.option(
+            "--ca-cert",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Trust this CA certificate (PEM) for the registries, besides the system ones.",
+        ),
+        click.option(
+            "--engine",
+            type=click.Choice(["auto", "skopeo", "docker"]),
+            default="auto",
+            show_default=True,
+            envvar="CHAOSMIRROR_ENGINE",
+            help="What copies the images.",
+        ),
+        manifests_option,
+    ]
+    for decorator in reversed(decorators):
+        f = decorator(f)
+    return f
+
+
+def settings_from(
+    *,
+    target: str,
+    account: str,
+    groups: tuple[str, ...],
+    platforms: tuple[str, ...],
+    source_mirrors: tuple[str, ...],
+    jobs: int,
+    insecure: tuple[str, ...],
+    ca_cert: Path | None,
+    engine: str,
+) -> Any:
+    from chaosmirror.manifest import Platform
+    from chaosmirror.ref import SourceMirror, Target
+    from chaosmirror.settings import Settings
+
+    return Settings(
+        target=Target.parse(target, account=account),
+        groups=groups,
+        platforms=tuple(Platform.parse(p) for p in platforms),
+        source_mirrors=tuple(SourceMirror.parse(m) for m in source_mirrors),
+        jobs=jobs,
+        insecure=frozenset(insecure),
+        ca_file=ca_cert,
+        engine=engine,
+    )
+
+
+class Progress:
+    """A tqdm bar on a terminal; one plain line per image otherwise (CI logs)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty() and os.environ.get("TERM") != "dumb"
+        self.bar: Any = None
+
+    def phase(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message, file=self.stream)
+        else:
+            click.echo(message, file=self.stream)
+
+    def start(self, total: int) -> None:
+        if self.tty and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total,
+                unit="image",
+                file=self.stream,
+                dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} images [{elapsed}<{remaining}]",
+            )
+
+    def event(self, event: Any) -> None:
+        from chaosmirror.report import human_size
+
+        entry = event.entry
+        if event.kind == "start":
+            if self.bar is not None:
+                self.bar.set_postfix_str(event.action.item.dst.name, refresh=True)
+            return
+        if entry is None or entry.status == "skipped":
+            if self.bar is not None:
+                self.bar.update(1)
+            return
+        size = f" {human_size(entry.size)}" if entry.size else ""
+        line = f"{entry.status:7} {entry.destination}{size} {entry.seconds:.1f}s"
+        if entry.status == "failed":
+            line = f"failed  {entry.source}: {entry.error}"
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+            self.bar.update(1)
+        else:
+            click.echo(line, file=self.stream)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _copy_command(
+    release: str, dry_run: bool, report_path: Path | None, manifests: Path | None, **options: Any
+) -> None:
+    from chaosmirror.mirror import mirror_release
+    from chaosmirror.report import summary
+
+    rel = catalog(manifests).load(release)
+    settings = settings_from(**options)
+    progress = Progress(sys.stderr)
+    total = len(dict.fromkeys(i.ref for i in rel.images(settings.groups)))
+    if not dry_run:
+        progress.start(total)
+    try:
+        report = mirror_release(rel, settings, dry_run=dry_run, on_event=progress.event, on_phase=progress.phase)
+    finally:
+        progress.close()
+    if report_path:
+        report.write(report_path)
+    if dry_run:
+        click.echo(plan_table(rel, report))
+    else:
+        click.echo(summary(report))
+    if report.error:
+        raise click.ClickException(report.error)
+    sys.exit(report.exit_code)
+
+
+def plan_table(rel: Release, report: Any) -> str:
+    from chaosmirror.report import human_size, table
+
+    rows = [
+        [
+            {"planned": "copy", "skipped": "skip", "failed": "FAIL"}[e.status],
+            e.source,
+            e.destination,
+            human_size(e.size) if e.size else "-",
+            e.error or e.reason,
+        ]
+        for e in report.entries
+    ]
+    todo = [e for e in report.entries if e.status == "planned"]
+    total = sum(e.size for e in todo)
+    return (
+        table(rows, ["ACTION", "SOURCE", "DESTINATION", "SIZE", "WHY"])
+        + f"\n\nHCE {rel.name} -> {report.target}: {len(todo)} to copy ({human_size(total)}), "
+        f"{report.count('skipped')} already there, {report.count('failed')} failing"
+    )
+
+
+@cli.command()
+@click.argument("release")
+@copy_options
+@click.option("--dry-run", is_flag=True, help="Print what would be copied and what is already there; copy nothing.")
+def mirror(release: str, dry_run: bool, report_path: Path | None, manifests: Path | None, **options: Any) -> None:
+    """Copy RELEASE's images to the target registry, keeping digests and every platform.
+
+    Images the target already holds with the same digest are skipped, so a rerun is nearly free
+    and an interrupted run resumes by running it again. Exit code 0: all done; 1: some images
+    failed (the others completed); 2: bad usage or input."""
+    _copy_command(release, dry_run, report_path, manifests, **options)
+
+
+@cli.command()
+@click.argument("release")
+@copy_options
+def plan(release: str, report_path: Path | None, manifests: Path | None, **options: Any) -> None:
+    """Print what `mirror` would copy and what the target already holds; copy nothing."""
+    _copy_command(release, True, report_path, manifests, **options)
+
+
+def main() -> None:
+    cli(prog_name="chaosmirror")

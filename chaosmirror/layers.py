@@ -1,0 +1,95 @@
+"""Shared layers, uploaded once, while the engines copy everything else.
+
+When several images of a run share a layer (a common base image), copying them in parallel would
+upload that layer once per image; copying them one by one wastes the parallelism. So every layer
+that two or more pending copies share is streamed from the source to the target once, by
+chaosmirror's registry client, into the repository of one image that holds it, and then mounted
+(a cross-repository link that moves no data) into every other repository that needs it. A copy
+waits only for the shared layers it holds; the engine then finds them present and skips them.
+Seeding is an optimisation: a layer that fails to seed is left to the engines to upload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from chaosmirror.errors import RegistryError
+from chaosmirror.ref import ImageRef
+from chaosmirror.registry import Registries
+
+
+@dataclass(frozen=True)
+class SharedLayer:
+    digest: str
+    size: int
+    source: ImageRef  # where to read it
+    home: ImageRef  # the target repository it is uploaded to
+    mounts: tuple[ImageRef, ...]  # the other target repositories it is mounted into
+
+
+def shared_layers(holders: Iterable[tuple[ImageRef, ImageRef, tuple[tuple[str, int], ...]]]) -> list[SharedLayer]:
+    """Layers in two or more target repositories, largest first; `holders` are (source, target, layers)."""
+    seen: dict[str, tuple[int, ImageRef, dict[str, ImageRef]]] = {}
+    for source, target, layers in holders:
+        for digest, size in layers:
+            entry = seen.setdefault(digest, (size, source, {}))
+            entry[2].setdefault(target.repository, target)
+    shared = [
+        SharedLayer(d, size, src, *_split(list(repos.values())))
+        for d, (size, src, repos) in seen.items()
+        if len(repos) > 1
+    ]
+    return sorted(shared, key=lambda layer: -layer.size)
+
+
+def _split(repos: list[ImageRef]) -> tuple[ImageRef, tuple[ImageRef, ...]]:
+    return repos[0], tuple(repos[1:])
+
+
+class Seeder:
+    """Uploads and mounts shared layers on its own threads; tells `on_done(digest, ok)` as each ends."""
+
+    def __init__(self, registries: Registries, *, jobs: int, on_done: Callable[[str, bool], None]) -> None:
+        self.registries = registries
+        self.on_done = on_done
+        self._uploads = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="seed")
+        self._mounts = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="mount")
+        self._futures: list[Future[None]] = []
+
+    def start(self, layers: list[SharedLayer]) -> None:
+        self._futures = [self._uploads.submit(self._seed, layer) for layer in layers]
+
+    def _seed(self, layer: SharedLayer) -> None:
+        ok = False
+        try:
+            ok = self._upload(layer) and all(self._mounts.map(lambda repo: self._mount(layer, repo), layer.mounts))
+        finally:
+            self.on_done(layer.digest, ok)
+
+    def _upload(self, layer: SharedLayer) -> bool:
+        target = self.registries.for_ref(layer.home, "dest")
+        try:
+            if target.has_blob(layer.home, layer.digest):
+                return True
+            stream = self.registries.for_ref(layer.source, "src").open_blob(layer.source, layer.digest)
+            try:
+                target.upload_blob(layer.home, layer.digest, layer.size, stream)
+            finally:
+                stream.close()
+            return True
+        except RegistryError:
+            return False
+
+    def _mount(self, layer: SharedLayer, repo: ImageRef) -> bool:
+        try:
+            return self.registries.for_ref(repo, "dest").mount_blob(repo, layer.digest, layer.home.repository)
+        except RegistryError:
+            return False
+
+    def close(self) -> None:
+        for future in self._futures:
+            future.result()
+        self._uploads.shutdown()
+        self._mounts.shutdown()

@@ -1,0 +1,266 @@
+"""Carry out a plan with an engine: manifests in parallel, each shared layer uploaded once.
+
+The unit of work is a task: one manifest copied by the engine (a single-platform image, or one
+platform of an index; the index itself is put once all its platforms are in). Layers that several
+tasks share are seeded first by `layers.Seeder`, and a task waits only until the shared layers it
+holds are in the target, so nothing is uploaded twice and nothing waits for unrelated work.
+Tasks go largest first, which keeps every worker busy to the end.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from chaosmirror.engines import Engine, make_engine
+from chaosmirror.errors import ChaosmirrorError, EngineError, RegistryError
+from chaosmirror.layers import Seeder, shared_layers
+from chaosmirror.plan import Action, Part, Plan, build_plan, collect_items
+from chaosmirror.ref import ImageRef
+from chaosmirror.registry import Registries
+from chaosmirror.release import Release
+from chaosmirror.report import Entry, Report, Status
+from chaosmirror.settings import Settings
+from chaosmirror.survey import check_target, survey
+
+FAR_SECONDS = 0.015  # a target whose round trip takes longer than this is "far"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One engine copy: `part` (a manifest and its blobs) from `src` to `dst`."""
+
+    action: Action
+    part: Part
+    src: ImageRef
+    dst: ImageRef
+
+
+def tasks_for(action: Action, *, split: bool) -> list[Task]:
+    """The engine copies that make up `action`, and whether an index must be put after them.
+
+    An unfiltered index is one engine copy (`--all`) unless `split`, when its platforms go as
+    separate copies that run in parallel, which pays off when each copy waits on round trips to a
+    far registry. A filtered index is always split: only the chosen platforms go."""
+    item, selection = action.item, action.selection
+    assert selection is not None
+    if selection.index is None:
+        return [Task(action, action.parts[0], item.pull.with_digest(action.parts[0].digest), item.dst)]
+    if not split and selection.digest == action.source_digest:
+        layers = tuple(sorted({d: n for part in action.parts for d, n in part.layers}.items()))
+        whole = Part(action.source_digest, layers, action.size)
+        return [Task(action, whole, item.pull.with_digest(action.source_digest), item.dst)]
+    return [
+        Task(action, part, item.pull.with_digest(part.digest), item.dst.with_digest(part.digest))
+        for part in action.parts
+    ]
+
+
+class _Gate:
+    """Hands out tasks, largest first, never two at once that would upload the same blob."""
+
+    def __init__(self, tasks: list[Task], seeding: set[str]) -> None:
+        self.pending = sorted(tasks, key=lambda t: -t.part.size)
+        self.claimed: set[str] = set(seeding)
+        self.done: set[str] = set()
+        self.cond = threading.Condition()
+
+    def take(self) -> tuple[Task, set[str]] | None:
+        with self.cond:
+            while self.pending:
+                for task in self.pending:
+                    mine = set(task.part.blobs - self.done)
+                    if not mine & self.claimed:
+                        self.pending.remove(task)
+                        self.claimed |= mine
+                        return task, mine
+                self.cond.wait()
+            return None
+
+    def release(self, blobs: set[str], *, ok: bool) -> None:
+        with self.cond:
+            self.claimed -= blobs
+            if ok:
+                self.done |= blobs
+            self.cond.notify_all()
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # "start" or "done"
+    action: Action
+    entry: Entry | None = None
+
+
+def entry_for(action: Action, status: Status, *, seconds: float = 0.0, error: str = "") -> Entry:
+    item = action.item
+    platforms = action.selection.platforms if action.selection else ()
+    return Entry(
+        str(item.src),
+        str(item.dst),
+        status,
+        action.digest,
+        item.uses,
+        str(item.pull),
+        platforms,
+        action.size,
+        seconds,
+        action.reason if status != "failed" else "",
+        error,
+    )
+
+
+@dataclass
+class _Progress:
+    """How far one action's tasks have got."""
+
+    remaining: int
+    puts_index: bool
+    started: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    held: str = ""
+
+
+def finish(action: Action, progress: _Progress, registries: Registries) -> Entry:
+    """Once every part is in: put the index if there is one, and check the target has the planned digest."""
+
+    def seconds() -> float:
+        return time.monotonic() - progress.started
+
+    if progress.errors:
+        return entry_for(action, "failed", seconds=seconds(), error="; ".join(dict.fromkeys(progress.errors)))
+    assert action.selection is not None
+    try:
+        held = progress.held
+        if progress.puts_index and action.selection.index is not None:
+            held = registries.for_ref(action.item.dst, "dest").put_manifest(action.item.dst, action.selection.index)
+        if held != action.digest:
+            raise ChaosmirrorError(
+                f"after the copy the target holds {held or 'nothing'} at {action.item.dst}, "
+                f"not the planned {action.digest}"
+            )
+    except ChaosmirrorError as exc:
+        return entry_for(action, "failed", seconds=seconds(), error=str(exc))
+    return entry_for(action, "copied", seconds=seconds())
+
+
+def run(
+    plan: Plan,
+    engine: Engine,
+    registries: Registries,
+    *,
+    jobs: int = 16,
+    split: bool = True,
+    on_event: Callable[[Event], None] = lambda e: None,
+    on_phase: Callable[[str], None] = lambda m: None,
+) -> list[Entry]:
+    """Run every copy of `plan`; a failed image is an entry, never an exception. Entries in plan order."""
+    results: dict[int, Entry] = {}
+    for i, action in enumerate(plan.actions):
+        if action.kind != "copy":
+            status: Status = "skipped" if action.kind == "skip" else "failed"
+            results[i] = entry_for(action, status, error=action.reason if status == "failed" else "")
+            on_event(Event("done", action, results[i]))
+    by_action = {id(a): tasks_for(a, split=split) for a in plan.actions if a.kind == "copy"}
+    tasks = [t for ts in by_action.values() for t in ts]
+    progress = {key: _Progress(len(ts), ts[0].dst != ts[0].action.item.dst) for key, ts in by_action.items()}
+    position = {id(a): i for i, a in enumerate(plan.actions)}
+    layers = shared_layers((t.src, t.action.item.dst, t.part.layers) for t in tasks)
+    gate = _Gate(tasks, {layer.digest for layer in layers})
+    lock = threading.Lock()
+    if layers:
+        on_phase(f"uploading {len(layers)} shared layers ({sum(x.size for x in layers) / 1e6:.1f} MB) once")
+    seeder = Seeder(registries, jobs=jobs, on_done=lambda digest, ok: gate.release({digest}, ok=ok))
+
+    def worker() -> None:
+        while (taken := gate.take()) is not None:
+            task, mine = taken
+            state = progress[id(task.action)]
+            with lock:
+                first = not state.started
+                state.started = state.started or time.monotonic()
+            if first:
+                on_event(Event("start", task.action))
+            try:
+                held = engine.copy(task.src, task.dst)
+                error = ""
+            except ChaosmirrorError as exc:
+                held, error = "", str(exc)
+            except Exception as exc:  # noqa: BLE001 - one image's bug must not stop the others
+                held, error = "", f"unexpected {type(exc).__name__}: {exc}"
+            gate.release(mine, ok=not error)
+            with lock:
+                state.remaining -= 1
+                state.held = held
+                if error:
+                    state.errors.append(error)
+                last = state.remaining == 0
+            if last:
+                entry = finish(task.action, state, registries)
+                with lock:
+                    results[position[id(task.action)]] = entry
+                on_event(Event("done", task.action, entry))
+
+    workers = max(1, min(jobs, len(tasks)))
+    try:
+        seeder.start(layers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
+            for future in [pool.submit(worker) for _ in range(workers)]:
+                future.result()
+    finally:
+        seeder.close()
+    return [results[i] for i in range(len(plan.actions))]
+
+
+def mirror_release(
+    release: Release,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    on_event: Callable[[Event], None] = lambda e: None,
+    on_phase: Callable[[str], None] = lambda m: None,
+) -> Report:
+    """Survey, plan and (unless `dry_run`) copy a release's images to the target; never raises for
+    a failed image. A failure that stops the whole run (target unreachable, credentials refused) is
+    the report's `error`, with every image marked failed. Two sources colliding at the target raise."""
+    report = Report("plan" if dry_run else "mirror", release.name, str(settings.target))
+    items = collect_items(release.images(settings.groups), settings.target, settings.source_mirrors)
+    registries = settings.registries()
+    engine: Engine | None = None
+    try:
+        if not dry_run:
+            engine = make_engine(settings.engine, registries)
+            report.engine = engine.name
+        on_phase(f"checking {len(items)} images in the source and in {settings.target.host}")
+        # Far targets (slow round trips) gain from copying an index's platforms in parallel;
+        # near ones are CPU-bound, and one process per image costs less.
+        far = check_target(registries, settings.target.host) >= FAR_SECONDS
+        observed = survey(items, registries, settings.platforms, jobs=settings.jobs)
+        plan = build_plan(items, observed, settings.platforms)
+        if dry_run:
+            report.entries = [planned_entry(a) for a in plan.actions]
+        else:
+            assert engine is not None
+            on_phase(f"copying {plan.count('copy')} images, {plan.count('skip')} already there")
+            report.entries = run(
+                plan, engine, registries, jobs=settings.jobs, split=far, on_event=on_event, on_phase=on_phase
+            )
+    except (RegistryError, EngineError) as exc:
+        report.error = str(exc)
+        report.entries = [
+            Entry(str(i.src), str(i.dst), "failed", uses=i.uses, pulled_from=str(i.pull), error=str(exc)) for i in items
+        ]
+    finally:
+        if engine is not None:
+            engine.close()
+        registries.close()
+        report.finished = time.time()
+    return report
+
+
+def planned_entry(action: Action) -> Entry:
+    status: Status = {"copy": "planned", "skip": "skipped", "fail": "failed"}[action.kind]  # type: ignore[assignment]
+    return entry_for(action, status, error=action.reason if status == "failed" else "")

@@ -1,0 +1,148 @@
+"""The result of a run: one entry per image, a JSON envelope for CI, and the summary table.
+
+The JSON is versioned (`"format": 1`) and says overall whether the run succeeded, partly failed,
+or failed before copying. It never holds a credential: entries carry references, digests and
+messages that were already scrubbed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from chaosmirror import __version__
+
+Status = Literal["copied", "skipped", "failed", "planned"]
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Entry:
+    source: str
+    destination: str
+    status: Status
+    digest: str = ""
+    uses: tuple[str, ...] = ()
+    pulled_from: str = ""
+    platforms: tuple[str, ...] = ()
+    size: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+    error: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        doc: dict[str, object] = {
+            "source": self.source,
+            "destination": self.destination,
+            "status": self.status,
+            "digest": self.digest or None,
+            "uses": list(self.uses),
+            "platforms": list(self.platforms),
+            "size": self.size,
+            "seconds": round(self.seconds, 3),
+            "error": self.error or None,
+        }
+        if self.pulled_from and self.pulled_from != self.source:
+            doc["pulled_from"] = self.pulled_from
+        if self.reason:
+            doc["reason"] = self.reason
+        return doc
+
+
+@dataclass
+class Report:
+    command: str
+    release: str
+    target: str
+    engine: str = ""
+    entries: list[Entry] = field(default_factory=list)
+    error: str = ""  # a failure that stopped the whole run
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for e in self.entries if e.status == status)
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "error"
+        return "partial" if self.count("failed") else "success"
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.error or self.count("failed") else 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "format": FORMAT,
+            "tool": f"chaosmirror {__version__}",
+            "command": self.command,
+            "release": self.release,
+            "target": self.target,
+            "engine": self.engine,
+            "status": self.status,
+            "error": self.error or None,
+            "started": _iso(self.started),
+            "finished": _iso(self.finished or time.time()),
+            "seconds": round((self.finished or time.time()) - self.started, 3),
+            "summary": {s: self.count(s) for s in ("copied", "skipped", "failed", "planned")},
+            "images": [e.to_json() for e in self.entries],
+        }
+
+    def write(self, path: Path) -> None:
+        """Write atomically, so a reader never sees half a report."""
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        tmp.replace(path)
+
+
+def _iso(stamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"  # pragma: no cover
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def summary(report: Report) -> str:
+    """The table printed at the end of a run, then one line of totals."""
+    rows = [
+        [
+            e.status,
+            e.destination,
+            e.digest[7:19] if e.digest else "-",
+            human_size(e.size) if e.size else "-",
+            f"{e.seconds:.1f}s" if e.seconds else "-",
+        ]
+        for e in report.entries
+    ]
+    out = [table(rows, ["STATUS", "DESTINATION", "DIGEST", "SIZE", "TIME"])] if rows else []
+    failed = [e for e in report.entries if e.status == "failed"]
+    if failed:
+        out.append("")
+        out += [f"failed: {e.source}: {e.error}" for e in failed]
+    moved = sum(e.size for e in report.entries if e.status == "copied")
+    seconds = (report.finished or time.time()) - report.started
+    out.append("")
+    out.append(
+        f"{report.count('copied')} copied ({human_size(moved)}), {report.count('skipped')} already there, "
+        f"{report.count('failed')} failed, in {seconds:.1f}s"
+    )
+    return "\n".join(out)

@@ -1,0 +1,72 @@
+"""Survey: read what a plan needs from the registries, in parallel, copying nothing.
+
+For each item: the source's top manifest (its digest), what the target holds at the tag (one HEAD),
+and only when a copy is due, the platform manifests that list every blob the copy will move.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from chaosmirror.errors import NotFoundError, RegistryError
+from chaosmirror.manifest import Manifest, Platform
+from chaosmirror.plan import Item, Observed, choose, manifests_to_read
+from chaosmirror.registry import Registries
+
+
+def check_target(registries: Registries, host: str) -> float:
+    """Fail early, with one clear message, when the target is unreachable or refuses our credentials.
+    Return the target's round-trip time in seconds (an authenticated request on an open connection)."""
+    target = registries.get(host, "dest")
+    target.ping()
+    started = time.monotonic()
+    target.ping()
+    return time.monotonic() - started
+
+
+def observe(item: Item, registries: Registries, wanted: tuple[Platform, ...]) -> Observed:
+    """Everything the plan needs of one item. Source problems become `error`; target problems raise."""
+    source = registries.for_ref(item.pull, "src")
+    where = f" (read from {item.pull})" if item.pull != item.src else ""
+    try:
+        top = source.manifest(item.pull)
+    except NotFoundError:
+        return Observed(error=f"not found in the source{where}")
+    except RegistryError as exc:
+        return Observed(error=f"{exc}{where}")
+    target_digest = registries.for_ref(item.dst, "dest").digest(item.dst)
+    try:
+        platform = None
+        if not top.is_index and wanted:
+            config = json.loads(source.blob(item.pull, top.config().digest))
+            platform = Platform.from_json(config)
+        selection = choose(top, wanted, platform)
+        children: dict[str, Manifest] = {}
+        if target_digest != selection.digest and not selection.error:
+            for desc in manifests_to_read(top, selection):
+                children[desc.digest] = source.manifest(item.pull.with_digest(desc.digest))
+    except (RegistryError, ValueError) as exc:
+        return Observed(top, target_digest, error=f"{exc}{where}")
+    return Observed(top, target_digest, children, platform)
+
+
+def survey(
+    items: list[Item],
+    registries: Registries,
+    wanted: tuple[Platform, ...] = (),
+    *,
+    jobs: int = 8,
+    on_item: Callable[[Item, Observed], None] | None = None,
+) -> dict[Item, Observed]:
+    """Observe every item with `jobs` threads; a target failure stops the survey and is raised."""
+    out: dict[Item, Observed] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(items) or 1))) as pool:
+        futures = {item: pool.submit(observe, item, registries, wanted) for item in items}
+        for item, future in futures.items():
+            out[item] = future.result()
+            if on_item:
+                on_item(item, out[item])
+    return out

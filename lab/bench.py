@@ -1,0 +1,296 @@
+"""`make bench`: chaosmirror side by side with the plain tools, in one run, on the same release.
+
+The release is 13 generated images of about 300 MB (shared base layers, pairs sharing a middle
+layer, every third image a linux/amd64 + linux/arm64 index), served by a loopback stand-in for
+docker.io. The target is a TLS + htpasswd `docker-registry`. Each tool copies the release to
+TARGET/harness/NAME:TAG:
+
+- chaosmirror mirror (skopeo engine, default options);
+- skopeo sync --src yaml (one process, one image at a time);
+- a sequential `skopeo copy` loop, and the hand-written `xargs -P 8 skopeo copy` loop.
+
+Cold runs start from an empty target and an empty containers blob-info cache; warm runs copy onto a
+target that already holds everything. The same comparison runs again with the target behind
+lab.proxy (40 ms round trip, per-connection bandwidth cap). Times are medians of --reps runs;
+ratios are chaosmirror's time over the other tool's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from lab import rig as lab_rig
+from lab import standin
+from lab.proxy import LatencyProxy
+from lab.registry import Client
+
+RELEASE = "1.47.0"
+IMAGES = [  # 13 names of HCE 1.47.0, as stand-ins
+    "chaos-ddcr",
+    "chaos-log-watcher",
+    "service-discovery-collector",
+    "chaos-ddcr-faults",
+    "chaos-workflow-controller",
+    "chaos-argoexec",
+    "chaos-exporter",
+    "chaos-operator",
+    "chaos-runner",
+    "chaos-subscriber",
+    "chaos-go-runner",
+    "k8s-chaos-infrastructure-upgrader",
+    "chaos-k8s",
+]
+BLOB_CACHES = [
+    Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb"),
+    Path.home() / ".local/share/containers/cache/blob-info-cache-v1.boltdb",
+]
+
+
+def write_manifest(folder: Path) -> list[tuple[str, str]]:
+    repos = [
+        (
+            f"harness/{name}",
+            "1.47.0" if not name.startswith("chaos-workflow") and name != "chaos-argoexec" else "v3.4.16",
+        )
+        for name in IMAGES
+    ]
+    doc = {
+        "schema": "chaosmirror.release/v1",
+        "release": RELEASE,
+        "notes": "benchmark release: generated stand-ins",
+        "sources": {"bench": {"title": "lab.bench"}},
+        "groups": {
+            "dedicated": {
+                "source": "bench",
+                "images": [
+                    {"component": name.removeprefix("chaos-"), "image": f"docker.io/{repo}:{tag}"}
+                    for name, (repo, tag) in zip(IMAGES, repos, strict=True)
+                ],
+            }
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{RELEASE}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return repos
+
+
+class Bench:
+    def __init__(self, folder: Path, reps: int) -> None:
+        self.folder = folder
+        self.reps = reps
+        self.rig = lab_rig.start(folder / "rig")
+        self.manifests = folder / "manifests"
+        self.repos = write_manifest(self.manifests)
+        started = time.monotonic()
+        self.digests = self.rig.seed(self.repos, standin.BENCH)
+        blobs = {b.digest: len(b.data) for a in self.rig.artifacts.values() for b in a.all_blobs()}
+        self.unique_bytes = sum(blobs.values())
+        print(
+            f"release: {len(self.repos)} images, {self.unique_bytes / 1e6:.0f} MB of unique blobs, "
+            f"{sum(1 for a in self.rig.artifacts.values() if len(a.images) > 1)} multi-arch "
+            f"(built and pushed in {time.monotonic() - started:.0f}s)",
+            flush=True,
+        )
+        self.auth = self._auth_file()
+        self.certs = folder / "certs"
+        self.certs.mkdir()
+        assert self.rig.tls
+        shutil.copyfile(self.rig.tls.ca_cert, self.certs / "ca.crt")
+        self.env = {**os.environ, **self.rig.env}
+
+    def _auth_file(self) -> Path:
+        import base64
+
+        path = self.folder / "auth.json"
+        user, password = self.rig.target.auth or ("", "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump({"auths": {self.rig.target.host: {"auth": token}}}, out)
+        return path
+
+    # --- the tools, as argv ---------------------------------------------------------------------
+
+    def tools(self, target: str) -> dict[str, list[str]]:
+        src = self.rig.source.host
+        sync_yaml = self.folder / "sync.yaml"
+        sync_yaml.write_text(
+            yaml.safe_dump({src: {"tls-verify": False, "images": {repo: [tag] for repo, tag in self.repos}}})
+        )
+        pairs = self.folder / f"pairs-{target.replace(':', '_')}.txt"
+        pairs.write_text(
+            "".join(
+                f"docker://{src}/{repo}:{tag} docker://{target}/harness/{repo.split('/')[-1]}:{tag}\n"
+                for repo, tag in self.repos
+            )
+        )
+        # An auth file keyed by the proxy's address too, for the latency runs.
+        auth = json.loads(self.auth.read_text())
+        auth["auths"][target] = auth["auths"][self.rig.target.host]
+        auth_file = self.folder / f"auth-{target.replace(':', '_')}.json"
+        fd = os.open(auth_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(auth, out)
+        copy = [
+            "skopeo",
+            "copy",
+            "-q",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            f"--dest-cert-dir={self.certs}",
+            f"--dest-authfile={auth_file}",
+        ]
+        assert self.rig.tls
+        return {
+            "chaosmirror": [
+                sys.executable,
+                "-m",
+                "chaosmirror",
+                "mirror",
+                RELEASE,
+                "--manifests",
+                str(self.manifests),
+                "--to",
+                target,
+                "--source-mirror",
+                f"docker.io={src}",
+                "--ca-cert",
+                str(self.rig.tls.ca_cert),
+            ],
+            "skopeo sync": [
+                "skopeo",
+                "sync",
+                "--all",
+                "--preserve-digests",
+                "--src",
+                "yaml",
+                "--dest",
+                "docker",
+                f"--dest-cert-dir={self.certs}",
+                f"--dest-authfile={auth_file}",
+                str(sync_yaml),
+                f"{target}/harness",
+            ],
+            "skopeo copy loop": ["sh", "-c", f"while read s d; do {' '.join(copy)} $s $d || exit 1; done < {pairs}"],
+            "xargs -P 8 skopeo copy": ["sh", "-c", f"xargs -P 8 -n 2 {' '.join(copy)} < {pairs}"],
+        }
+
+    # --- measuring ------------------------------------------------------------------------------
+
+    def empty_target(self) -> None:
+        self.rig.target.wipe()
+        for cache in BLOB_CACHES:
+            cache.unlink(missing_ok=True)
+
+    def verify(self) -> None:
+        assert self.rig.tls
+        client = Client(self.rig.target.host, tls=self.rig.tls, auth=self.rig.target.auth)
+        try:
+            for (repo, tag), digest in self.digests.items():
+                held = client.digest(f"harness/{repo.split('/')[-1]}", tag)
+                if held != digest:
+                    raise SystemExit(f"bench: {repo}:{tag} has {held} in the target, expected {digest}")
+        finally:
+            client.close()
+
+    def time_once(self, argv: list[str], prepare: Callable[[], None] | None) -> float:
+        if prepare:
+            prepare()
+        started = time.monotonic()
+        done = subprocess.run(argv, env=self.env, capture_output=True, text=True, check=False)
+        seconds = time.monotonic() - started
+        if done.returncode != 0:
+            raise SystemExit(f"bench: {' '.join(argv[:4])} failed:\n{done.stderr[-3000:]}")
+        self.verify()
+        return seconds
+
+    def compare(self, title: str, target: str, names: list[str]) -> dict[str, dict[str, float]]:
+        tools = self.tools(target)
+        results: dict[str, dict[str, list[float]]] = {"cold": {n: [] for n in names}, "warm": {n: [] for n in names}}
+        for rep in range(self.reps):
+            order = names if rep % 2 == 0 else list(reversed(names))  # alternate, so no tool always goes first
+            for name in order:
+                results["cold"][name].append(self.time_once(tools[name], self.empty_target))
+                print(f"  {title} cold {name}: {results['cold'][name][-1]:.2f}s", flush=True)
+            for name in order:  # the target is full now
+                results["warm"][name].append(self.time_once(tools[name], None))
+                print(f"  {title} warm {name}: {results['warm'][name][-1]:.2f}s", flush=True)
+        return {kind: {n: statistics.median(v) for n, v in by.items()} for kind, by in results.items()}
+
+
+def render(title: str, medians: dict[str, dict[str, float]]) -> str:
+    lines = [
+        f"### {title}",
+        "",
+        "| tool | cold (s) | warm no-op (s) | chaosmirror / tool, cold | warm |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    ours = medians["cold"]["chaosmirror"], medians["warm"]["chaosmirror"]
+    for name in medians["cold"]:
+        cold, warm = medians["cold"][name], medians["warm"][name]
+        lines.append(f"| {name} | {cold:.2f} | {warm:.2f} | {ours[0] / cold:.2f}x | {ours[1] / warm:.2f}x |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=3, help="runs per tool and scenario (median is reported)")
+    parser.add_argument("--latency-reps", type=int, default=1)
+    parser.add_argument("--no-latency", action="store_true", help="skip the run behind the latency proxy")
+    parser.add_argument("--no-loopback", action="store_true", help="skip the run straight to the loopback target")
+    parser.add_argument("--rtt-ms", type=float, default=40)
+    parser.add_argument("--mbit", type=float, default=100, help="per-connection cap of the proxy")
+    parser.add_argument("--json", type=Path, help="also write the medians here")
+    args = parser.parse_args()
+    for tool in ("skopeo", "docker-registry", "htpasswd", "openssl"):
+        if not shutil.which(tool):
+            raise SystemExit(f"bench: {tool} is not installed; run `make setup` first")
+    folder = Path(tempfile.mkdtemp(prefix="chaosmirror-bench-"))
+    bench = Bench(folder, args.reps)
+    version = subprocess.run(["skopeo", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    print(f"machine: {os.cpu_count()} cores, {platform.platform()}, {version}", flush=True)
+    names = ["chaosmirror", "skopeo sync", "skopeo copy loop", "xargs -P 8 skopeo copy"]
+    out: dict[str, object] = {"unique_mb": round(bench.unique_bytes / 1e6), "images": len(bench.repos)}
+    try:
+        reports = []
+        if not args.no_loopback:
+            loopback = bench.compare("loopback", bench.rig.target.host, names)
+            out["loopback"] = loopback
+            reports.append(render("Loopback (target on 127.0.0.1, TLS + auth)", loopback))
+        if not args.no_latency:
+            bench.reps = args.latency_reps
+            with LatencyProxy(bench.rig.target.host, rtt_ms=args.rtt_ms, mbit=args.mbit) as proxy:
+                far = bench.compare("far", proxy.host, names)
+            out["latency"] = far
+            reports.append(
+                render(
+                    f"Far target ({args.rtt_ms:.0f} ms round trip, {args.mbit:.0f} Mbit/s per "
+                    "connection, through lab.proxy)",
+                    far,
+                )
+            )
+    finally:
+        bench.rig.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    print()
+    print("\n\n".join(reports))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Fixtures: real loopback registries with stand-in images, and a way to run the CLI against them.
+
+Every tool a test needs must be installed (`make setup` installs them): a missing one fails the
+test with the command that fixes it, it never skips silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from chaosmirror.cli import cli
+from chaosmirror.release import Catalog, bundled_dir
+from lab import rig as lab_rig
+from lab.registry import Client
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def require(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} not installed: run `make setup` (apt packages skopeo, docker-registry, "
+            "apache2-utils, openssl)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def release_147() -> object:
+    return Catalog(bundled_dir()).load("1.47.0")
+
+
+@pytest.fixture(scope="session")
+def rig(tmp_path_factory: pytest.TempPathFactory, release_147: object) -> Iterator[lab_rig.Rig]:
+    """Source (stand-in for docker.io, plain HTTP) with 1.47.0's images; target with TLS + htpasswd."""
+    require("docker-registry", "skopeo", "htpasswd", "openssl")
+    the_rig = lab_rig.start(tmp_path_factory.mktemp("rig"))
+    the_rig.seed(lab_rig.release_repos(release_147.images()))  # type: ignore[attr-defined]
+    yield the_rig
+    the_rig.stop()
+
+
+@dataclass
+class Run:
+    """One CLI invocation and everything it printed."""
+
+    result: Result
+    report: dict[str, object] | None
+
+    @property
+    def code(self) -> int:
+        return self.result.exit_code
+
+    @property
+    def output(self) -> str:
+        return self.result.stdout + self.result.stderr
+
+
+@pytest.fixture
+def account() -> str:
+    """A fresh account (path) in the target per test, so tests share one target without clashing."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def chaosmirror(rig: lab_rig.Rig, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Run `chaosmirror ARGS` in-process with the rig's credentials; returns a Run with the report."""
+
+    def run(*args: str, env: dict[str, str] | None = None, report: bool = True) -> Run:
+        path = tmp_path / f"report-{uuid.uuid4().hex[:6]}.json"
+        argv = [*args, *(["--report", str(path)] if report else [])]
+        result = CliRunner().invoke(cli, argv, env={**rig.env, **(env or {})}, catch_exceptions=False)
+        doc = json.loads(path.read_text()) if report and path.exists() else None
+        return Run(result, doc)
+
+    return run
+
+
+@pytest.fixture
+def target_client(rig: lab_rig.Rig) -> Iterator[Client]:
+    client = Client(rig.target.host, tls=rig.tls, auth=rig.target.auth)
+    yield client
+    client.close()
+
+
+def source_digests(rig: lab_rig.Rig) -> dict[str, str]:
+    """name:tag -> digest of every stand-in image in the source."""
+    return {f"{repo.split('/')[-1]}:{tag}": art.digest for (repo, tag), art in rig.artifacts.items()}
+
+
+def write_manifest(folder: Path, release: str, images: list[tuple[str, str, str]]) -> Path:
+    """A small release manifest: (group, component, image) triples."""
+    folder.mkdir(parents=True, exist_ok=True)
+    groups: dict[str, list[dict[str, str]]] = {}
+    for group, component, image in images:
+        groups.setdefault(group, []).append({"component": component, "image": image})
+    doc = {
+        "schema": "chaosmirror.release/v1",
+        "release": release,
+        "sources": {"test": {"title": "a test"}},
+        "groups": {g: {"source": "test", "images": imgs} for g, imgs in groups.items()},
+    }
+    (folder / f"{release}.yaml").write_text(json.dumps(doc))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _no_user_auth_files(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read the developer's own registry credentials."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    for var in (
+        "REGISTRY_AUTH_FILE",
+        "DOCKER_CONFIG",
+        "XDG_RUNTIME_DIR",
+        "CHAOSMIRROR_MANIFESTS",
+        "CHAOSMIRROR_SRC_USERNAME",
+        "CHAOSMIRROR_SRC_PASSWORD",
+        "CHAOSMIRROR_DEST_USERNAME",
+        "CHAOSMIRROR_DEST_PASSWORD",
+        "CHAOSMIRROR_ENGINE",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    os.environ.pop("CHAOSMIRROR_MANIFESTS", None)
