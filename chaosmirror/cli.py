@@ -18,6 +18,14 @@ from chaosmirror.release import GROUPS, Catalog, Release, diff_releases, manifes
 F = Callable[..., Any]
 
 
+class _BadInput(click.ClickException):
+    exit_code = 2
+
+
+class _RunFailed(click.ClickException):
+    exit_code = 1
+
+
 class _Cli(click.Group):
     """Turns a ChaosmirrorError into a one-line message and its exit code (2 input, 1 failed run)."""
 
@@ -25,9 +33,7 @@ class _Cli(click.Group):
         try:
             return super().invoke(ctx)
         except ChaosmirrorError as exc:
-            error = click.ClickException(str(exc))
-            error.exit_code = exc.exit_code
-            raise error from None
+            raise (_BadInput if exc.exit_code == 2 else _RunFailed)(str(exc)) from None
 
 
 def manifests_option(f: F) -> F:
@@ -333,7 +339,7 @@ def _copy_command(
     else:
         click.echo(summary(report))
     if report.error:
-        raise click.ClickException(report.error)
+        raise _RunFailed(report.error)
     sys.exit(report.exit_code)
 
 
