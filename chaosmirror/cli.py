@@ -162,97 +162,68 @@ def diff(old: str, new: str, groups: tuple[str, ...], manifests: Path | None) ->
 # --- copying ---------------------------------------------------------------------------------------
 
 
-def copy_options(f: F) -> F:
-    """Options shared by mirror and plan (and later bundle import)."""
-    decorators: list[Callable[[F], F]] = [
-        click.option(
-            "--to",
-            "target",
-            required=True,
-            metavar="HOST[:PORT][/PATH]",
-            help="The target registry (HCE's registry server).",
-        ),
-        click.option(
-            "--account",
-            default="harness",
-            show_default=True,
-            help="HCE's registry account: images go to TARGET/ACCOUNT/NAME:TAG.",
-        ),
-        group_option,
-        click.option(
-            "--platform",
-            "platforms",
-            multiple=True,
-            metavar="OS/ARCH[/VARIANT]",
-            help="Copy only this platform (repeatable; default: every platform, indexes intact).",
-        ),
-        click.option(
-            "--source-mirror",
-            "source_mirrors",
-            multiple=True,
-            metavar="REGISTRY=HOST[/PATH]",
-            help="Read REGISTRY's images from HOST/PATH (a pull-through cache or Harness's GAR mirror).",
-        ),
-        click.option(
-            "--jobs",
-            "-j",
-            default=16,
-            show_default=True,
-            type=click.IntRange(1, 64),
-            help="Images copied at the same time.",
-        ),
-        click.option(
-            "--report",
-            "report_path",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Write a JSON report (one entry per image) to FILE.",
-        ),
-        click.option(
-            "--insecure-registry",
-            "insecure",
-            multiple=True,
-            metavar="HOST[:PORT]",
-            help="Skip TLS verification (or use plain HTTP) for HOST. Loopback registries may "
-            "be plain HTTP without it.",
-        ),
-        click.option(
-            "--ca-cert",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            help="Trust this CA certificate (PEM) for the registries, besides the system ones.",
-        ),
-        click.option(
-            "--engine",
-            type=click.Choice(["auto", "skopeo", "docker"]),
-            default="auto",
-            show_default=True,
-            envvar="CHAOSMIRROR_ENGINE",
-            help="What copies the images.",
-        ),
-        manifests_option,
-    ]
-    for decorator in reversed(decorators):
-        f = decorator(f)
-    return f
+TARGET_OPTIONS: list[Callable[[F], F]] = [
+    click.option("--to", "target", required=True, metavar="HOST[:PORT][/PATH]",
+                 help="The target registry (HCE's registry server)."),
+    click.option("--account", default="harness", show_default=True,
+                 help="HCE's registry account: images go to TARGET/ACCOUNT/NAME:TAG."),
+]  # fmt: skip
+PLATFORM_OPTION = click.option(
+    "--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]",
+    help="Only this platform (repeatable; default: every platform, indexes intact).",
+)  # fmt: skip
+SOURCE_OPTIONS: list[Callable[[F], F]] = [
+    group_option,
+    PLATFORM_OPTION,
+    click.option("--source-mirror", "source_mirrors", multiple=True, metavar="REGISTRY=HOST[/PATH]",
+                 help="Read REGISTRY's images from HOST/PATH (a pull-through cache or Harness's GAR mirror)."),
+]  # fmt: skip
+RUN_OPTIONS: list[Callable[[F], F]] = [
+    click.option("--jobs", "-j", default=16, show_default=True, type=click.IntRange(1, 64),
+                 help="Images copied at the same time."),
+    click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Write a JSON report (one entry per image) to FILE."),
+    click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
+                 help="Skip TLS verification (or use plain HTTP) for HOST. Loopback registries may be plain "
+                      "HTTP without it."),
+    click.option("--ca-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 help="Trust this CA certificate (PEM) for the registries, besides the system ones."),
+    click.option("--engine", type=click.Choice(["auto", "skopeo", "docker"]), default="auto", show_default=True,
+                 envvar="CHAOSMIRROR_ENGINE", help="What copies the images."),
+    manifests_option,
+]  # fmt: skip
+
+
+def with_options(*groups: list[Callable[[F], F]]) -> Callable[[F], F]:
+    def apply(f: F) -> F:
+        for decorator in reversed([d for group in groups for d in group]):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+copy_options = with_options(TARGET_OPTIONS, SOURCE_OPTIONS, RUN_OPTIONS)
 
 
 def settings_from(
     *,
-    target: str,
-    account: str,
-    groups: tuple[str, ...],
-    platforms: tuple[str, ...],
-    source_mirrors: tuple[str, ...],
-    jobs: int,
-    insecure: tuple[str, ...],
-    ca_cert: Path | None,
-    engine: str,
+    target: str | None = None,
+    account: str = "harness",
+    groups: tuple[str, ...] = (),
+    platforms: tuple[str, ...] = (),
+    source_mirrors: tuple[str, ...] = (),
+    jobs: int = 16,
+    insecure: tuple[str, ...] = (),
+    ca_cert: Path | None = None,
+    engine: str = "auto",
 ) -> Any:
     from chaosmirror.manifest import Platform
     from chaosmirror.ref import SourceMirror, Target
     from chaosmirror.settings import Settings
 
     return Settings(
-        target=Target.parse(target, account=account),
+        target=Target.parse(target, account=account) if target else None,
         groups=groups,
         platforms=tuple(Platform.parse(p) for p in platforms),
         source_mirrors=tuple(SourceMirror.parse(m) for m in source_mirrors),
@@ -384,6 +355,136 @@ def mirror(release: str, dry_run: bool, report_path: Path | None, manifests: Pat
 def plan(release: str, report_path: Path | None, manifests: Path | None, **options: Any) -> None:
     """Print what `mirror` would copy and what the target already holds; copy nothing."""
     _copy_command(release, True, report_path, manifests, **options)
+
+
+# --- air-gap bundles -------------------------------------------------------------------------------
+
+
+@cli.group()
+def bundle() -> None:
+    """Air-gap bundles: export a release to one verified file, import it with no route to the source."""
+
+
+def _finish_run(report: Any, report_path: Path | None) -> None:
+    from chaosmirror.report import summary
+
+    if report_path:
+        report.write(report_path)
+    click.echo(summary(report))
+    if report.error:
+        raise _RunFailed(report.error)
+    sys.exit(report.exit_code)
+
+
+@bundle.command("export")
+@click.argument("release")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The bundle to write: a .tar file (or, with --format docker-archive, a folder).",
+)
+@click.option(
+    "--format",
+    "kind",
+    type=click.Choice(["oci", "docker-archive"]),
+    default="oci",
+    show_default=True,
+    help="oci: one tar holding an OCI image layout (every platform, layers stored once). "
+    "docker-archive: a folder of `docker load`-able tarballs, one per image and platform.",
+)
+@click.option(
+    "--since",
+    metavar="OLD_RELEASE",
+    help="A delta bundle: leave out images unchanged since OLD_RELEASE (same name, tag and digest).",
+)
+@with_options(SOURCE_OPTIONS, RUN_OPTIONS)
+def bundle_export(*, release: str, output: Path, kind: str, since: str | None, report_path: Path | None,
+                  manifests: Path | None, **options: Any) -> None:  # fmt: skip
+    """Write every image of RELEASE into one bundle file, with bundle.json and SHA256SUMS.
+
+    The bundle is written under a temporary name and renamed only when complete; an interrupted
+    export resumes when you run the same command again."""
+    from chaosmirror.exporter import export_release
+
+    cat = catalog(manifests)
+    rel = cat.load(release)
+    base = cat.load(since) if since else None
+    progress = Progress(sys.stderr)
+    report = export_release(rel, settings_from(**options), output, kind=kind, since=base,
+                            on_phase=progress.phase, on_event=progress.event)  # fmt: skip
+    _finish_run(report, report_path)
+
+
+@bundle.command("verify")
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
+def bundle_verify(file: Path) -> None:
+    """Check every checksum and blob digest, and that every manifest's blobs are present.
+
+    Exit code 0 only when the bundle is complete and intact; otherwise each problem is printed."""
+    from chaosmirror.importer import verify
+
+    scan = verify(file)
+    if scan.problems:
+        for problem in scan.problems:
+            click.echo(f"problem: {problem}", err=True)
+        raise _RunFailed(f"{file} is damaged or incomplete ({len(scan.problems)} problems)")
+    info = scan.info
+    assert info is not None
+    click.echo(
+        f"{file}: intact, {len(scan.hashes)} files checked; HCE {info.release}, {len(info.images)} images"
+        + (f" (a delta on {info.since})" if info.since else "")
+    )
+
+
+@bundle.command("ls")
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print bundle.json as it is.")
+def bundle_ls(file: Path, as_json: bool) -> None:
+    """List what a bundle holds: release, images, platforms, sizes."""
+    from chaosmirror.bundle import read_info
+    from chaosmirror.report import human_size, table
+
+    info = read_info(file)
+    if as_json:
+        click.echo(info.to_json().decode(), nl=False)
+        return
+    click.echo(
+        f"HCE {info.release} (revision {info.revision}), {info.kind} bundle written {info.created} by "
+        f"{info.tool}" + (f"; a delta on {info.since}" if info.since else "")
+    )
+    rows = [[i.name, ", ".join(i.platforms) or "-", human_size(i.size), i.digest[7:19], i.source] for i in info.images]
+    rows += [[i.name, "(in the base)", "-", i.digest[7:19], i.source] for i in info.unchanged]
+    click.echo(table(rows, ["IMAGE", "PLATFORMS", "SIZE", "DIGEST", "SOURCE"]))
+    click.echo(
+        f"{len(info.images)} images, {human_size(sum(i.size for i in info.images))}"
+        + (f"; {len(info.unchanged)} unchanged since {info.since} left out" if info.since else "")
+    )
+
+
+@bundle.command("import")
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
+@with_options(TARGET_OPTIONS, [PLATFORM_OPTION], RUN_OPTIONS)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to unpack the bundle while importing (default: next to it).",
+)
+def bundle_import(file: Path, report_path: Path | None, manifests: Path | None, work_dir: Path | None,
+                  **options: Any) -> None:  # fmt: skip
+    """Verify FILE, then push every image to TARGET/ACCOUNT/NAME:TAG exactly as `mirror` would.
+
+    Needs no access to the source registry. Images the target already holds are skipped; a delta
+    bundle says which images are missing when its base was never imported. --platform picks the
+    platform of a docker-archive bundle (default linux/amd64)."""
+    from chaosmirror.importer import import_bundle
+
+    progress = Progress(sys.stderr)
+    report = import_bundle(file, settings_from(**options), work_dir=work_dir, on_event=progress.event,
+                           on_phase=progress.phase)  # fmt: skip
+    progress.close()
+    _finish_run(report, report_path)
 
 
 def main() -> None:

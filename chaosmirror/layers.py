@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from chaosmirror.errors import RegistryError
-from chaosmirror.ref import ImageRef
+from chaosmirror.ref import ImageRef, LayoutRef
 from chaosmirror.registry import Registries
 
 
@@ -24,14 +25,16 @@ from chaosmirror.registry import Registries
 class SharedLayer:
     digest: str
     size: int
-    source: ImageRef  # where to read it
+    source: ImageRef | LayoutRef  # where to read it
     home: ImageRef  # the target repository it is uploaded to
     mounts: tuple[ImageRef, ...]  # the other target repositories it is mounted into
 
 
-def shared_layers(holders: Iterable[tuple[ImageRef, ImageRef, tuple[tuple[str, int], ...]]]) -> list[SharedLayer]:
+def shared_layers(
+    holders: Iterable[tuple[ImageRef | LayoutRef, ImageRef, tuple[tuple[str, int], ...]]],
+) -> list[SharedLayer]:
     """Layers in two or more target repositories, largest first; `holders` are (source, target, layers)."""
-    seen: dict[str, tuple[int, ImageRef, dict[str, ImageRef]]] = {}
+    seen: dict[str, tuple[int, ImageRef | LayoutRef, dict[str, ImageRef]]] = {}
     for source, target, layers in holders:
         for digest, size in layers:
             entry = seen.setdefault(digest, (size, source, {}))
@@ -73,7 +76,7 @@ class Seeder:
         try:
             if target.has_blob(layer.home, layer.digest):
                 return True
-            stream = self.registries.for_ref(layer.source, "src").open_blob(layer.source, layer.digest)
+            stream = self._open(layer.source, layer.digest)
             try:
                 target.upload_blob(layer.home, layer.digest, layer.size, stream)
             finally:
@@ -81,6 +84,11 @@ class Seeder:
             return True
         except RegistryError:
             return False
+
+    def _open(self, source: ImageRef | LayoutRef, digest: str) -> BinaryIO:
+        if isinstance(source, LayoutRef):
+            return open(source.blob_path(digest), "rb")
+        return self.registries.for_ref(source, "src").open_blob(source, digest)
 
     def _mount(self, layer: SharedLayer, repo: ImageRef) -> bool:
         try:

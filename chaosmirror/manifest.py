@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -120,6 +121,35 @@ class Manifest:
         if self.is_index:
             return []
         return [self.config(), *(Descriptor.from_json(d, self.digest) for d in self.doc.get("layers", []))]
+
+
+def as_manifest(data: bytes) -> Manifest | None:
+    """`data` as a manifest or index when it is one (a blob may be a layer or a config), else None."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
+        return None
+    is_index = isinstance(doc.get("manifests"), list)
+    is_image = isinstance(doc.get("config"), dict) and "digest" in doc["config"] and isinstance(doc.get("layers"), list)
+    return Manifest.from_bytes(data) if is_index or is_image else None
+
+
+def references(top: str, read: Callable[[str], bytes | None]) -> list[str]:
+    """`top` and every digest it references, each once, following whatever manifests `read` returns."""
+    out: dict[str, None] = {}
+    todo = [top]
+    while todo:
+        digest = todo.pop()
+        if digest in out:
+            continue
+        out[digest] = None
+        data = read(digest)
+        manifest = as_manifest(data) if data is not None else None
+        if manifest is not None:
+            todo += [d.digest for d in manifest.children()] + [d.digest for d in manifest.blobs()]
+    return list(out)
 
 
 def platform_children(index: Manifest) -> list[Descriptor]:

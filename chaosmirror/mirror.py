@@ -19,7 +19,7 @@ from chaosmirror.engines import Engine, make_engine
 from chaosmirror.errors import ChaosmirrorError, EngineError, RegistryError
 from chaosmirror.layers import Seeder, shared_layers
 from chaosmirror.plan import Action, Part, Plan, build_plan, collect_items
-from chaosmirror.ref import ImageRef
+from chaosmirror.ref import ImageRef, LayoutRef
 from chaosmirror.registry import Registries
 from chaosmirror.release import Release
 from chaosmirror.report import Entry, Report, Status
@@ -35,7 +35,7 @@ class Task:
 
     action: Action
     part: Part
-    src: ImageRef
+    src: ImageRef | LayoutRef
     dst: ImageRef
 
 
@@ -91,7 +91,7 @@ class _Gate:
 @dataclass(frozen=True)
 class Event:
     kind: str  # "start" or "done"
-    action: Action
+    action: Action | None  # None for work that is not a planned copy (docker-archive imports)
     entry: Entry | None = None
 
 
@@ -226,6 +226,7 @@ def mirror_release(
     """Survey, plan and (unless `dry_run`) copy a release's images to the target; never raises for
     a failed image. A failure that stops the whole run (target unreachable, credentials refused) is
     the report's `error`, with every image marked failed. Two sources colliding at the target raise."""
+    assert settings.target is not None
     report = Report("plan" if dry_run else "mirror", release.name, str(settings.target))
     items = collect_items(release.images(settings.groups), settings.target, settings.source_mirrors)
     registries = settings.registries()

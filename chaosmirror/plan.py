@@ -11,7 +11,7 @@ from typing import Literal
 
 from chaosmirror.errors import ChaosmirrorError
 from chaosmirror.manifest import Descriptor, Manifest, Platform, filter_index, platform_children, select
-from chaosmirror.ref import ImageRef, SourceMirror, Target, pull_ref
+from chaosmirror.ref import ImageRef, LayoutRef, SourceMirror, Target, pull_ref
 from chaosmirror.release import Image
 
 
@@ -20,7 +20,7 @@ class Item:
     """One source image and where it goes. `uses` says which group/component entries need it."""
 
     src: ImageRef
-    pull: ImageRef
+    pull: ImageRef | LayoutRef  # where it is read: a registry, or an OCI layout (a bundle being imported)
     dst: ImageRef
     uses: tuple[str, ...]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from chaosmirror.errors import RefError
 
@@ -190,3 +191,42 @@ def pull_ref(ref: ImageRef, mirrors: tuple[SourceMirror, ...]) -> ImageRef:
         if mirror.registry == ref.registry:
             return mirror.apply(ref)
     return ref
+
+
+@dataclass(frozen=True)
+class LayoutRef:
+    """One image in an OCI image layout on disk, found by its `org.opencontainers.image.ref.name`.
+
+    `shared_blobs`, when set, is where its blobs live instead of `path/blobs` (several layouts
+    written side by side share one blob folder, so a shared layer is stored once)."""
+
+    path: Path
+    name: str
+    shared_blobs: Path | None = None
+
+    def __str__(self) -> str:
+        return f"oci:{self.path}:{self.name}"
+
+    def with_digest(self, digest: str) -> LayoutRef:
+        """A layout names exactly one manifest per ref name (checked when the bundle is verified)."""
+        check_digest(digest)
+        return self
+
+    def blob_path(self, digest: str) -> Path:
+        """Where a blob lives; the digest is validated before it becomes part of a path."""
+        hexpart = check_digest(digest).split(":", 1)[1]
+        return (self.shared_blobs or self.path / "blobs") / "sha256" / hexpart
+
+
+@dataclass(frozen=True)
+class ArchiveRef:
+    """A `docker save` / `docker load` tarball holding one image, tagged `name` inside."""
+
+    path: Path
+    name: str
+
+    def __str__(self) -> str:
+        return f"docker-archive:{self.path}:{self.name}"
+
+
+Location = ImageRef | LayoutRef | ArchiveRef

@@ -12,7 +12,7 @@ from chaosmirror.registry import Registries
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    target: Target
+    target: Target | None = None  # None for exports, which write to disk
     groups: tuple[str, ...] = ()
     platforms: tuple[Platform, ...] = ()
     source_mirrors: tuple[SourceMirror, ...] = ()

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from chaosmirror.errors import NotFoundError, RegistryError
 from chaosmirror.manifest import Manifest, Platform
 from chaosmirror.plan import Item, Observed, choose, manifests_to_read
+from chaosmirror.ref import ImageRef
 from chaosmirror.registry import Registries
 
 
@@ -27,8 +28,10 @@ def check_target(registries: Registries, host: str) -> float:
     return time.monotonic() - started
 
 
-def observe(item: Item, registries: Registries, wanted: tuple[Platform, ...]) -> Observed:
-    """Everything the plan needs of one item. Source problems become `error`; target problems raise."""
+def observe(item: Item, registries: Registries, wanted: tuple[Platform, ...], *, target: bool = True) -> Observed:
+    """Everything the plan needs of one item. Source problems become `error`; target problems raise.
+    Without `target` (an export), the target is not asked and every platform manifest is read."""
+    assert isinstance(item.pull, ImageRef)
     source = registries.for_ref(item.pull, "src")
     where = f" (read from {item.pull})" if item.pull != item.src else ""
     try:
@@ -37,10 +40,10 @@ def observe(item: Item, registries: Registries, wanted: tuple[Platform, ...]) ->
         return Observed(error=f"not found in the source{where}")
     except RegistryError as exc:
         return Observed(error=f"{exc}{where}")
-    target_digest = registries.for_ref(item.dst, "dest").digest(item.dst)
+    target_digest = registries.for_ref(item.dst, "dest").digest(item.dst) if target else None
     try:
         platform = None
-        if not top.is_index and wanted:
+        if not top.is_index and (wanted or not target):  # an export records every image's platform
             config = json.loads(source.blob(item.pull, top.config().digest))
             platform = Platform.from_json(config)
         selection = choose(top, wanted, platform)
@@ -59,12 +62,13 @@ def survey(
     wanted: tuple[Platform, ...] = (),
     *,
     jobs: int = 8,
+    target: bool = True,
     on_item: Callable[[Item, Observed], None] | None = None,
 ) -> dict[Item, Observed]:
     """Observe every item with `jobs` threads; a target failure stops the survey and is raised."""
     out: dict[Item, Observed] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(items) or 1))) as pool:
-        futures = {item: pool.submit(observe, item, registries, wanted) for item in items}
+        futures = {item: pool.submit(observe, item, registries, wanted, target=target) for item in items}
         for item, future in futures.items():
             out[item] = future.result()
             if on_item:

@@ -207,7 +207,7 @@ class Bench:
         finally:
             client.close()
 
-    def time_once(self, argv: list[str], prepare: Callable[[], None] | None) -> float:
+    def time_once(self, argv: list[str], prepare: Callable[[], None] | None, *, verify: bool = True) -> float:
         if prepare:
             prepare()
         started = time.monotonic()
@@ -215,7 +215,8 @@ class Bench:
         seconds = time.monotonic() - started
         if done.returncode != 0:
             raise SystemExit(f"bench: {' '.join(argv[:4])} failed:\n{done.stderr[-3000:]}")
-        self.verify()
+        if verify:
+            self.verify()
         return seconds
 
     def compare(self, title: str, target: str, names: list[str]) -> dict[str, dict[str, float]]:
@@ -230,6 +231,51 @@ class Bench:
                 results["warm"][name].append(self.time_once(tools[name], None))
                 print(f"  {title} warm {name}: {results['warm'][name][-1]:.2f}s", flush=True)
         return {kind: {n: statistics.median(v) for n, v in by.items()} for kind, by in results.items()}
+
+    # --- air-gap bundles ----------------------------------------------------------------------------
+
+    def bundles(self) -> dict[str, dict[str, float]]:
+        """Export to disk and import into an empty target: chaosmirror bundles against skopeo sync's
+        dir format (the plain tool's way to carry images across an air gap)."""
+        src, target = self.rig.source.host, self.rig.target.host
+        assert self.rig.tls
+        tar, dirs = self.folder / "bundle.tar", self.folder / "sync-dir"
+        sync_yaml = self.folder / "sync.yaml"
+        auth = self.folder / f"auth-{target.replace(':', '_')}.json"
+        runs = {
+            "chaosmirror": (
+                [sys.executable, "-m", "chaosmirror", "bundle", "export", RELEASE, "-o", str(tar), "--manifests",
+                 str(self.manifests), "--source-mirror", f"docker.io={src}"],
+                [sys.executable, "-m", "chaosmirror", "bundle", "import", str(tar), "--to", target,
+                 "--ca-cert", str(self.rig.tls.ca_cert)],
+                lambda: tar.stat().st_size,
+            ),
+            "skopeo sync (dir)": (
+                ["skopeo", "sync", "--all", "--preserve-digests", "--src", "yaml", "--dest", "dir", str(sync_yaml),
+                 str(dirs)],
+                ["skopeo", "sync", "--all", "--preserve-digests", "--src", "dir", "--dest", "docker",
+                 f"--dest-cert-dir={self.certs}", f"--dest-authfile={auth}", str(dirs), f"{target}/harness"],
+                lambda: sum(p.stat().st_size for p in dirs.rglob("*") if p.is_file()),
+            ),
+        }  # fmt: skip
+        self.tools(target)  # writes sync.yaml and the auth file
+        times: dict[str, dict[str, list[float]]] = {n: {"export": [], "import": [], "size": []} for n in runs}
+        for rep in range(self.reps):
+            for name in runs if rep % 2 == 0 else reversed(list(runs)):
+                export, load, size = runs[name]
+                tar.unlink(missing_ok=True)
+                shutil.rmtree(dirs, ignore_errors=True)
+                times[name]["export"].append(self.time_once(export, None, verify=False))
+                times[name]["size"].append(size() / 1e6)
+                times[name]["import"].append(self.time_once(load, self.empty_target))
+                print(
+                    f"  bundle {name}: export {times[name]['export'][-1]:.2f}s, "
+                    f"import {times[name]['import'][-1]:.2f}s, {times[name]['size'][-1]:.0f} MB",
+                    flush=True,
+                )
+        tar.unlink(missing_ok=True)
+        shutil.rmtree(dirs, ignore_errors=True)
+        return {n: {k: statistics.median(v) for k, v in by.items()} for n, by in times.items()}
 
 
 def render(title: str, medians: dict[str, dict[str, float]]) -> str:
@@ -246,12 +292,24 @@ def render(title: str, medians: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def render_bundles(medians: dict[str, dict[str, float]]) -> str:
+    ours = medians["chaosmirror"]
+    lines = ["### Air-gap bundles (export from the loopback source; import into the empty TLS + auth target)", "",
+             "| tool | export (s) | import (s) | on disk (MB) | chaosmirror / tool, export | import |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for name, m in medians.items():
+        lines.append(f"| {name} | {m['export']:.2f} | {m['import']:.2f} | {m['size']:.0f} | "
+                     f"{ours['export'] / m['export']:.2f}x | {ours['import'] / m['import']:.2f}x |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=3, help="runs per tool and scenario (median is reported)")
     parser.add_argument("--latency-reps", type=int, default=1)
     parser.add_argument("--no-latency", action="store_true", help="skip the run behind the latency proxy")
     parser.add_argument("--no-loopback", action="store_true", help="skip the run straight to the loopback target")
+    parser.add_argument("--no-bundles", action="store_true", help="skip the bundle export / import run")
     parser.add_argument("--rtt-ms", type=float, default=40)
     parser.add_argument("--mbit", type=float, default=100, help="per-connection cap of the proxy")
     parser.add_argument("--json", type=Path, help="also write the medians here")
@@ -271,6 +329,9 @@ def main() -> None:
             loopback = bench.compare("loopback", bench.rig.target.host, names)
             out["loopback"] = loopback
             reports.append(render("Loopback (target on 127.0.0.1, TLS + auth)", loopback))
+        if not args.no_bundles:
+            out["bundles"] = bench.bundles()
+            reports.append(render_bundles(out["bundles"]))  # type: ignore[arg-type]
         if not args.no_latency:
             bench.reps = args.latency_reps
             with LatencyProxy(bench.rig.target.host, rtt_ms=args.rtt_ms, mbit=args.mbit) as proxy:

@@ -6,7 +6,7 @@ import shutil
 from typing import Protocol
 
 from chaosmirror.errors import EngineError
-from chaosmirror.ref import ImageRef
+from chaosmirror.ref import Location
 from chaosmirror.registry import Registries
 
 ENGINES = ("auto", "skopeo", "docker")
@@ -17,9 +17,10 @@ class Engine(Protocol):
 
     name: str
 
-    def copy(self, src: ImageRef, dst: ImageRef) -> str:
-        """Copy `src` to `dst` keeping its digest and, for an index, every platform; return the
-        digest the target now holds. Raises EngineError."""
+    def copy(self, src: Location, dst: Location) -> str:
+        """Copy one image from `src` to `dst` (registry, OCI layout or docker-archive), keeping its
+        digest and, for an index, every platform where the formats allow; return the digest `dst`
+        now holds. Raises EngineError."""
 
     def close(self) -> None:
         """Release what the engine holds (temporary auth files, connections)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from chaosmirror.auth import Role, hint, write_auth_file
 from chaosmirror.errors import EngineError
-from chaosmirror.ref import ImageRef
+from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef, Location
 from chaosmirror.registry import Registries
 
 COPY_TIMEOUT = 4 * 3600  # one image; a stuck transfer must not hang a CI job forever
@@ -35,7 +35,7 @@ def find_skopeo() -> str:
     return path
 
 
-def explain(stderr: str, src: ImageRef, dst: ImageRef) -> str:
+def explain(stderr: str, src: Location, dst: Location) -> str:
     """A one-line reason, with what to do, from skopeo's error output."""
     lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
     last = lines[-1] if lines else "skopeo failed without a message"
@@ -44,7 +44,7 @@ def explain(stderr: str, src: ImageRef, dst: ImageRef) -> str:
     if "manifest unknown" in low or "name unknown" in low:
         return f"{src} not found in the source"
     if "unauthorized" in low or "authentication required" in low or "denied" in low:
-        side = "dest" if str(dst.registry) in last else "src"
+        side = "dest" if isinstance(dst, ImageRef) and dst.registry in last else "src"
         return f"access denied: {last}; {hint(side)}"  # type: ignore[arg-type]
     if "toomanyrequests" in low or "429" in low:
         return f"rate limited by the registry: {last}; log in, wait, or read through --source-mirror"
@@ -53,7 +53,8 @@ def explain(stderr: str, src: ImageRef, dst: ImageRef) -> str:
     if "connection refused" in low or "no such host" in low or "i/o timeout" in low:
         return f"registry unreachable: {last}"
     if "no space left" in low:
-        return f"the registry is out of disk space: {last}"
+        where = "the registry" if isinstance(dst, ImageRef) and "blob upload" in low else "this machine"
+        return f"out of disk space on {where}: {last}"
     return last
 
 
@@ -102,27 +103,29 @@ class Skopeo:
             self._secrets.append(endpoint.credential.password)
         return options
 
-    def argv(self, src: ImageRef, dst: ImageRef, digest_file: Path) -> list[str]:
-        return [
-            self.binary,
-            "copy",
-            "--quiet",
-            "--all",
-            "--preserve-digests",
-            "--retry-times=2",
-            f"--digestfile={digest_file}",
-            *self._side(src, "src"),
-            *self._side(dst, "dest"),
-            f"docker://{src}",
-            f"docker://{dst}",
-        ]
+    def _location(self, where: Location, role: Role) -> tuple[list[str], str]:
+        """The options and the transport argument for one side of a copy."""
+        if isinstance(where, ImageRef):
+            return self._side(where, role), f"docker://{where}"
+        if isinstance(where, LayoutRef):
+            options = [f"--{role}-shared-blob-dir={where.shared_blobs}"] if where.shared_blobs else []
+            return options, f"oci:{where.path}:{where.name}"
+        return [], f"docker-archive:{where.path}:{where.name}" if role == "dest" else f"docker-archive:{where.path}"
 
-    def copy(self, src: ImageRef, dst: ImageRef) -> str:
+    def argv(self, src: Location, dst: Location, digest_file: Path) -> list[str]:
+        src_options, src_arg = self._location(src, "src")
+        dst_options, dst_arg = self._location(dst, "dest")
+        # A docker-archive holds one platform in Docker's own format: no index, new manifest digests.
+        exact = [] if isinstance(src, ArchiveRef) or isinstance(dst, ArchiveRef) else ["--all", "--preserve-digests"]
+        return [self.binary, "copy", "--quiet", *exact, "--retry-times=2", f"--digestfile={digest_file}",
+                *src_options, *dst_options, src_arg, dst_arg]  # fmt: skip
+
+    def copy(self, src: Location, dst: Location) -> str:
         with tempfile.NamedTemporaryFile(dir=self._folder, prefix="digest-") as digest_file:
             self._run(self.argv(src, dst, Path(digest_file.name)), src, dst)
             return Path(digest_file.name).read_text().strip()
 
-    def _run(self, argv: list[str], src: ImageRef, dst: ImageRef) -> None:
+    def _run(self, argv: list[str], src: Location, dst: Location) -> None:
         try:
             done = subprocess.run(
                 argv,
