@@ -16,14 +16,14 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chaosmirror import bundle as fmt
-from chaosmirror.engines import Engine, make_engine
+from chaosmirror.engines import ArchiveWriter, Engine, make_engine
 from chaosmirror.errors import BundleError, ChaosmirrorError, EngineError, RegistryError
 from chaosmirror.manifest import Manifest, platform_children, references
-from chaosmirror.mirror import Event
+from chaosmirror.mirror import Event, platforms_for
 from chaosmirror.plan import Item, Observed, Selection, choose, collect_items
 from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef, Target
 from chaosmirror.registry import Registries
@@ -61,8 +61,13 @@ def export_release(
     try:
         engine = make_engine(settings.engine, registries)
         report.engine = engine.name
+        if kind == fmt.OCI and not engine.exact:
+            raise ChaosmirrorError(f"the {engine.name} engine cannot write OCI layouts: use --format docker-archive, "
+                                   "or --engine skopeo")  # fmt: skip
+        wanted = platforms_for(engine, settings)
+        settings = replace(settings, platforms=wanted)
         on_phase(f"reading {len(items)} images from the source")
-        observed = survey(items, registries, settings.platforms, jobs=settings.jobs, target=False)
+        observed = survey(items, registries, wanted, jobs=settings.jobs, target=False)
         unchanged = _unchanged(since, items, observed, registries, settings) if since else {}
         job = _Export(settings, engine, registries, output.with_name(f"{output.name}.parts"), on_event)
         todo = [i for i in items if i not in unchanged]
@@ -206,9 +211,35 @@ class _Export:
     # --- docker archives ----------------------------------------------------------------------------
 
     def archives(self, items: list[Item], observed: dict[Item, Observed]) -> list[tuple[fmt.BundleImage, Entry]]:
-        """One `docker load`-able tarball per image and platform (a docker archive holds one platform)."""
+        """One `docker load`-able tarball per image and platform (a docker archive holds one platform);
+        with an engine that saves several images at once (Docker), one tarball holding them all, in
+        which layers shared between images are stored once."""
         self.work.mkdir(parents=True, exist_ok=True)
+        if isinstance(self.engine, ArchiveWriter):
+            return self._archive_together(self.engine, items, observed)
         return self._each(items, lambda item: self._one_archive(item, observed[item]))
+
+    def _archive_together(self, writer: ArchiveWriter, items: list[Item],
+                          observed: dict[Item, Observed]) -> list[tuple[fmt.BundleImage, Entry]]:  # fmt: skip
+        platform = str(self.settings.platforms[0]) if self.settings.platforms else ""
+        name = f"images_{platform.replace('/', '-') or 'all'}.tar"
+        pulled: dict[Item, str] = {}
+
+        def pull(item: Item) -> fmt.BundleImage:
+            seen = observed[item]
+            selection = _selection(seen, self.settings)
+            assert isinstance(item.pull, ImageRef) and seen.top is not None
+            pulled[item] = writer.prepare(item.pull.with_digest(selection.parts[0].digest))
+            return fmt.BundleImage(str(item.src), hce_name(item.src), selection.digest, selection.platforms, 0,
+                                   item.uses, seen.top.digest, ((platform, name),))  # fmt: skip
+
+        done = self._each(items, pull)
+        ok = [item for item in items if item in pulled]
+        if ok:
+            writer.save([(pulled[item], str(item.src)) for item in ok], self.work / name)
+        size = (self.work / name).stat().st_size if ok else 0
+        return [(replace(image, size=size), replace(entry, size=size) if entry.status == "copied" else entry)
+                for image, entry in done]  # fmt: skip
 
     def _one_archive(self, item: Item, seen: Observed) -> fmt.BundleImage:
         selection = _selection(seen, self.settings)

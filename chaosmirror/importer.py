@@ -126,7 +126,7 @@ class _Import:
             archive = folder / chosen[1]
             base = replace(base, pulled_from=str(archive), platforms=(chosen[0],))
             try:
-                if _archive_config(archive) == _target_config(self.dest, dst):
+                if _archive_config(archive, image.source) == _target_config(self.dest, dst):
                     held = self.dest.digest(dst) or ""
                     return self._done(base, status="skipped", digest=held, reason="target already holds this image")
                 digest = self.engine.copy(ArchiveRef(archive, image.source), dst)
@@ -167,15 +167,19 @@ class _Import:
         return out
 
 
-def _archive_config(archive: Path) -> str:
-    """The config digest inside a docker archive (what identifies the image across formats)."""
+def _archive_config(archive: Path, name: str) -> str:
+    """The config digest of image `name` in a docker archive (what identifies it across formats)."""
+    wanted = ImageRef.parse(name)
     try:
         with tarfile.open(archive) as tar:
             member = tar.extractfile("manifest.json")
             if member is None:
                 raise KeyError("manifest.json")
-            config = json.load(member)[0]["Config"]
-    except (tarfile.TarError, KeyError, ValueError, IndexError, OSError) as exc:
+            entries = json.load(member)
+        config = next(e["Config"] for e in entries if any(ImageRef.parse(t) == wanted for t in e.get("RepoTags") or []))
+    except StopIteration:
+        raise BundleError(f"{archive} holds no image named {name}") from None
+    except (tarfile.TarError, KeyError, ValueError, TypeError, OSError, ChaosmirrorError) as exc:
         raise BundleError(f"{archive} is not a docker archive ({exc})") from None
     return "sha256:" + urllib.parse.unquote(config).removesuffix(".json").rsplit("/", 1)[-1]
 

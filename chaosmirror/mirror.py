@@ -13,12 +13,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from chaosmirror.engines import Engine, make_engine
 from chaosmirror.errors import ChaosmirrorError, EngineError, RegistryError
 from chaosmirror.layers import Seeder, shared_layers
-from chaosmirror.plan import Action, Part, Plan, build_plan, collect_items
+from chaosmirror.manifest import Platform, platform_children
+from chaosmirror.plan import Action, Item, Observed, Part, Plan, build_plan, collect_items
 from chaosmirror.ref import ImageRef, LayoutRef
 from chaosmirror.registry import Registries
 from chaosmirror.release import Release
@@ -110,6 +111,7 @@ def entry_for(action: Action, status: Status, *, seconds: float = 0.0, error: st
         seconds,
         action.reason if status != "failed" else "",
         error,
+        action.source_digest,
     )
 
 
@@ -124,8 +126,9 @@ class _Progress:
     held: str = ""
 
 
-def finish(action: Action, progress: _Progress, registries: Registries) -> Entry:
-    """Once every part is in: put the index if there is one, and check the target has the planned digest."""
+def finish(action: Action, progress: _Progress, registries: Registries, *, exact: bool = True) -> Entry:
+    """Once every part is in: put the index if there is one, and check the target has the planned
+    digest. An engine that cannot keep digests (`exact` false) records the digest it pushed."""
 
     def seconds() -> float:
         return time.monotonic() - progress.started
@@ -137,6 +140,8 @@ def finish(action: Action, progress: _Progress, registries: Registries) -> Entry
         held = progress.held
         if progress.puts_index and action.selection.index is not None:
             held = registries.for_ref(action.item.dst, "dest").put_manifest(action.item.dst, action.selection.index)
+        if not exact:
+            return replace(entry_for(action, "copied", seconds=seconds()), digest=held)
         if held != action.digest:
             raise ChaosmirrorError(
                 f"after the copy the target holds {held or 'nothing'} at {action.item.dst}, "
@@ -199,7 +204,7 @@ def run(
                     state.errors.append(error)
                 last = state.remaining == 0
             if last:
-                entry = finish(task.action, state, registries)
+                entry = finish(task.action, state, registries, exact=engine.exact)
                 with lock:
                     results[position[id(task.action)]] = entry
                 on_event(Event("done", task.action, entry))
@@ -222,6 +227,7 @@ def mirror_release(
     dry_run: bool = False,
     on_event: Callable[[Event], None] = lambda e: None,
     on_phase: Callable[[str], None] = lambda m: None,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> Report:
     """Survey, plan and (unless `dry_run`) copy a release's images to the target; never raises for
     a failed image. A failure that stops the whole run (target unreachable, credentials refused) is
@@ -232,15 +238,20 @@ def mirror_release(
     registries = settings.registries()
     engine: Engine | None = None
     try:
-        if not dry_run:
-            engine = make_engine(settings.engine, registries)
-            report.engine = engine.name
+        engine = make_engine(settings.engine, registries, on_bytes=on_bytes)
+        report.engine = engine.name
+        wanted = platforms_for(engine, settings)
         on_phase(f"checking {len(items)} images in the source and in {settings.target.host}")
         # Far targets (slow round trips) gain from copying an index's platforms in parallel;
         # near ones are CPU-bound, and one process per image costs less.
         far = check_target(registries, settings.target.host) >= FAR_SECONDS
-        observed = survey(items, registries, settings.platforms, jobs=settings.jobs)
-        plan = build_plan(items, observed, settings.platforms)
+        observed = survey(items, registries, wanted, jobs=settings.jobs, configs=not engine.exact)
+        if not engine.exact:
+            warn_multi_arch(observed, wanted, on_phase)
+            if settings.ca_file or settings.insecure:
+                on_phase("note: the Docker daemon does not take --ca-cert or --insecure-registry from chaosmirror; it "
+                         "trusts /etc/docker/certs.d/HOST/ca.crt and its own insecure-registries setting")  # fmt: skip
+        plan = build_plan(items, observed, wanted, exact=engine.exact)
         if dry_run:
             report.entries = [planned_entry(a) for a in plan.actions]
         else:
@@ -260,6 +271,27 @@ def mirror_release(
         registries.close()
         report.finished = time.time()
     return report
+
+
+def platforms_for(engine: Engine, settings: Settings) -> tuple[Platform, ...]:
+    """The platforms a run copies: as asked, except that an engine which keeps one platform per
+    image (the Docker engine) copies the one asked for, or its daemon's own."""
+    if engine.exact:
+        return settings.platforms
+    if len(settings.platforms) > 1:
+        raise ChaosmirrorError(f"the {engine.name} engine keeps one platform per image: give one --platform, "
+                               "or use --engine skopeo to copy several")  # fmt: skip
+    return settings.platforms or (getattr(engine, "platform", Platform("linux", "amd64")),)
+
+
+def warn_multi_arch(
+    observed: dict[Item, Observed], wanted: tuple[Platform, ...], on_phase: Callable[[str], None]
+) -> None:
+    multi = [i for i, seen in observed.items() if seen.top is not None and len(platform_children(seen.top)) > 1]
+    if multi:
+        on_phase(f"warning: the Docker engine keeps one platform per image and pushes new manifests: {len(multi)} "
+                 f"multi-arch images will be copied as {wanted[0]} only, with new digests (the report records "
+                 "them). Use --engine skopeo to keep every platform and the source digests.")  # fmt: skip
 
 
 def planned_entry(action: Action) -> Entry:

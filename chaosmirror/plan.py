@@ -42,6 +42,9 @@ class Observed:
     children: dict[str, Manifest] = field(default_factory=dict)
     platform: Platform | None = None  # of a single-platform image, read from its config
     error: str = ""
+    # Config digests of what the target holds at the tag (of each platform, for an index): how a
+    # copy that cannot keep digests (the Docker engine) recognises an image already there.
+    target_configs: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -140,8 +143,9 @@ def _parts(top: Manifest, selection: Selection, children: dict[str, Manifest]) -
     return tuple(out)
 
 
-def decide(item: Item, seen: Observed, wanted: tuple[Platform, ...]) -> Action:
-    """Copy, skip (the target already holds the digest) or fail, for one item."""
+def decide(item: Item, seen: Observed, wanted: tuple[Platform, ...], *, exact: bool = True) -> Action:
+    """Copy, skip (the target already holds the digest) or fail, for one item. When the copy cannot
+    keep digests (`exact` false), an image is already there when the target holds its config."""
     if seen.error or seen.top is None:
         return Action("fail", item, reason=seen.error or "source not read")
     selection = choose(seen.top, wanted, seen.platform)
@@ -154,6 +158,9 @@ def decide(item: Item, seen: Observed, wanted: tuple[Platform, ...]) -> Action:
             "skip", item, selection.digest, seen.top.digest, selection, reason="target already holds this digest"
         )
     parts = _parts(seen.top, selection, seen.children)
+    if not exact and seen.target_configs and _configs(seen, parts) <= seen.target_configs:
+        return Action("skip", item, seen.target_digest or "", seen.top.digest, selection,
+                      reason="target already holds this image (same config)")  # fmt: skip
     reason = "not in target" if seen.target_digest is None else f"target holds {seen.target_digest[:19]}"
     return Action("copy", item, selection.digest, seen.top.digest, selection, parts, reason)
 
@@ -162,9 +169,17 @@ class PlanConflict(ChaosmirrorError):
     """Two different images would land on the same destination name and tag."""
 
 
-def build_plan(items: list[Item], observed: dict[Item, Observed], wanted: tuple[Platform, ...] = ()) -> Plan:
+def _configs(seen: Observed, parts: tuple[Part, ...]) -> frozenset[str]:
+    """The config digests of the image manifests a copy moves."""
+    manifests = {m.digest: m for m in [*(seen.children.values()), *([seen.top] if seen.top else [])]}
+    return frozenset(manifests[p.digest].config().digest for p in parts if p.digest in manifests
+                     and not manifests[p.digest].is_index)  # fmt: skip
+
+
+def build_plan(items: list[Item], observed: dict[Item, Observed], wanted: tuple[Platform, ...] = (), *,
+               exact: bool = True) -> Plan:  # fmt: skip
     """Decide every item; refuse, before anything is copied, two sources that collide at the target."""
-    actions = [decide(item, observed[item], wanted) for item in items]
+    actions = [decide(item, observed[item], wanted, exact=exact) for item in items]
     by_dst: dict[ImageRef, list[Action]] = {}
     for action in actions:
         if action.kind != "fail":

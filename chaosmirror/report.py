@@ -33,6 +33,7 @@ class Entry:
     seconds: float = 0.0
     reason: str = ""
     error: str = ""
+    source_digest: str = ""  # differs from `digest` when platforms were narrowed or the engine re-pushed
 
     def to_json(self) -> dict[str, object]:
         doc: dict[str, object] = {
@@ -50,6 +51,8 @@ class Entry:
             doc["pulled_from"] = self.pulled_from
         if self.reason:
             doc["reason"] = self.reason
+        if self.source_digest:
+            doc["source_digest"] = self.source_digest
         return doc
 
 

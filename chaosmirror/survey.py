@@ -28,9 +28,11 @@ def check_target(registries: Registries, host: str) -> float:
     return time.monotonic() - started
 
 
-def observe(item: Item, registries: Registries, wanted: tuple[Platform, ...], *, target: bool = True) -> Observed:
+def observe(item: Item, registries: Registries, wanted: tuple[Platform, ...], *, target: bool = True,
+            configs: bool = False) -> Observed:  # fmt: skip
     """Everything the plan needs of one item. Source problems become `error`; target problems raise.
-    Without `target` (an export), the target is not asked and every platform manifest is read."""
+    Without `target` (an export), the target is not asked and every platform manifest is read.
+    With `configs`, the config digests of what the target holds are read too (see Observed)."""
     assert isinstance(item.pull, ImageRef)
     source = registries.for_ref(item.pull, "src")
     where = f" (read from {item.pull})" if item.pull != item.src else ""
@@ -53,7 +55,19 @@ def observe(item: Item, registries: Registries, wanted: tuple[Platform, ...], *,
                 children[desc.digest] = source.manifest(item.pull.with_digest(desc.digest))
     except (RegistryError, ValueError) as exc:
         return Observed(top, target_digest, error=f"{exc}{where}")
-    return Observed(top, target_digest, children, platform)
+    held = target_configs(registries, item.dst) if configs and target_digest else frozenset()
+    return Observed(top, target_digest, children, platform, target_configs=held)
+
+
+def target_configs(registries: Registries, dst: ImageRef) -> frozenset[str]:
+    """Config digests of the image (or of each platform of the index) the target holds at `dst`."""
+    dest = registries.for_ref(dst, "dest")
+    try:
+        top = dest.manifest(dst)
+        manifests = [dest.manifest(dst.with_digest(d.digest)) for d in top.children()] if top.is_index else [top]
+    except NotFoundError:
+        return frozenset()
+    return frozenset(m.config().digest for m in manifests if not m.is_index)
 
 
 def survey(
@@ -63,12 +77,14 @@ def survey(
     *,
     jobs: int = 8,
     target: bool = True,
+    configs: bool = False,
     on_item: Callable[[Item, Observed], None] | None = None,
 ) -> dict[Item, Observed]:
     """Observe every item with `jobs` threads; a target failure stops the survey and is raised."""
     out: dict[Item, Observed] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(items) or 1))) as pool:
-        futures = {item: pool.submit(observe, item, registries, wanted, target=target) for item in items}
+        futures = {item: pool.submit(observe, item, registries, wanted, target=target, configs=configs)
+                   for item in items}  # fmt: skip
         for item, future in futures.items():
             out[item] = future.result()
             if on_item:

@@ -34,6 +34,7 @@ import yaml
 
 from lab import rig as lab_rig
 from lab import standin
+from lab.dockerd import DockerDaemon
 from lab.proxy import LatencyProxy
 from lab.registry import Client
 
@@ -196,14 +197,22 @@ class Bench:
         for cache in BLOB_CACHES:
             cache.unlink(missing_ok=True)
 
-    def verify(self) -> None:
+    def verify(self, *, by_config: bool = False) -> None:
+        """Every image is in the target: with its source digest, or (a docker push) its amd64 config."""
         assert self.rig.tls
         client = Client(self.rig.target.host, tls=self.rig.tls, auth=self.rig.target.auth)
         try:
             for (repo, tag), digest in self.digests.items():
-                held = client.digest(f"harness/{repo.split('/')[-1]}", tag)
-                if held != digest:
-                    raise SystemExit(f"bench: {repo}:{tag} has {held} in the target, expected {digest}")
+                where = f"harness/{repo.split('/')[-1]}"
+                if by_config:
+                    art = self.rig.artifacts[(repo, tag)]
+                    image = next(i for i in art.images if i.platform["architecture"] == "amd64")
+                    want = json.loads(image.manifest.data)["config"]["digest"]
+                    held = client.get_manifest(where, tag).get("config", {}).get("digest")  # type: ignore[union-attr]
+                else:
+                    want, held = digest, client.digest(where, tag)
+                if held != want:
+                    raise SystemExit(f"bench: {repo}:{tag} has {held} in the target, expected {want}")
         finally:
             client.close()
 
@@ -230,6 +239,55 @@ class Bench:
             for name in order:  # the target is full now
                 results["warm"][name].append(self.time_once(tools[name], None))
                 print(f"  {title} warm {name}: {results['warm'][name][-1]:.2f}s", flush=True)
+        return {kind: {n: statistics.median(v) for n, v in by.items()} for kind, by in results.items()}
+
+    # --- the Docker engine ---------------------------------------------------------------------------
+
+    def docker(self, daemon: DockerDaemon) -> dict[str, dict[str, float]]:
+        """chaosmirror --engine docker against a hand-written docker pull/tag/push loop, through one
+        private daemon, with skopeo's chaosmirror beside them. Cold runs also start from an empty
+        daemon image store. Digests change on a docker push, so these runs are checked by config."""
+        target = self.rig.target.host
+        config_dir = self.folder / "docker-config"
+        config_dir.mkdir(exist_ok=True)
+        shutil.copyfile(self.auth, config_dir / "config.json")  # credentials in a file, never on argv
+        pairs = self.folder / "docker-pairs.txt"
+        pairs.write_text("".join(f"{self.rig.source.host}/{r}:{t} {target}/harness/{r.split('/')[-1]}:{t}\n"
+                                 for r, t in self.repos))  # fmt: skip
+        docker = f"docker --config {config_dir}"
+        step = f"{docker} pull -q $s >/dev/null && {docker} tag $s $d && {docker} push -q $d >/dev/null || exit 1"
+        loop = f"while read s d; do {step}; done < {pairs}"
+        tools = {
+            "chaosmirror (skopeo engine)": self.tools(target)["chaosmirror"],
+            "chaosmirror --engine docker": [*self.tools(target)["chaosmirror"], "--engine", "docker"],
+            "docker pull/tag/push loop": ["sh", "-c", loop],
+        }
+        self.env["DOCKER_HOST"] = daemon.host
+        certs = Path("/etc/docker/certs.d") / target  # how a daemon trusts a registry's CA
+        certs.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.certs / "ca.crt", certs / "ca.crt")
+
+        def empty() -> None:
+            self.empty_target()
+            daemon.docker("image", "prune", "-af")
+            for image in daemon.docker("images", "-aq").stdout.decode().split():
+                daemon.docker("rmi", "-f", image)
+
+        results: dict[str, dict[str, list[float]]] = {"cold": {n: [] for n in tools}, "warm": {n: [] for n in tools}}
+        try:
+            for rep in range(self.reps):
+                for name in tools if rep % 2 == 0 else list(reversed(tools)):
+                    exact = "docker" not in name
+                    results["cold"][name].append(self.time_once(tools[name], empty, verify=exact))
+                    self.verify(by_config=not exact)
+                    results["warm"][name].append(self.time_once(tools[name], None, verify=exact))
+                    print(
+                        f"  docker {name}: cold {results['cold'][name][-1]:.2f}s, "
+                        f"warm {results['warm'][name][-1]:.2f}s",
+                        flush=True,
+                    )
+        finally:
+            shutil.rmtree(certs, ignore_errors=True)
         return {kind: {n: statistics.median(v) for n, v in by.items()} for kind, by in results.items()}
 
     # --- air-gap bundles ----------------------------------------------------------------------------
@@ -303,6 +361,17 @@ def render_bundles(medians: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def render_docker(medians: dict[str, dict[str, float]]) -> str:
+    lines = ["### The Docker engine (one private dockerd, vfs storage; loopback source and TLS + auth target)", "",
+             "| tool | cold (s) | warm no-op (s) | chaosmirror --engine docker / tool, cold | warm |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    ours = medians["cold"]["chaosmirror --engine docker"], medians["warm"]["chaosmirror --engine docker"]
+    for name in medians["cold"]:
+        cold, warm = medians["cold"][name], medians["warm"][name]
+        lines.append(f"| {name} | {cold:.2f} | {warm:.2f} | {ours[0] / cold:.2f}x | {ours[1] / warm:.2f}x |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=3, help="runs per tool and scenario (median is reported)")
@@ -310,11 +379,12 @@ def main() -> None:
     parser.add_argument("--no-latency", action="store_true", help="skip the run behind the latency proxy")
     parser.add_argument("--no-loopback", action="store_true", help="skip the run straight to the loopback target")
     parser.add_argument("--no-bundles", action="store_true", help="skip the bundle export / import run")
+    parser.add_argument("--no-docker", action="store_true", help="skip the Docker engine run")
     parser.add_argument("--rtt-ms", type=float, default=40)
     parser.add_argument("--mbit", type=float, default=100, help="per-connection cap of the proxy")
     parser.add_argument("--json", type=Path, help="also write the medians here")
     args = parser.parse_args()
-    for tool in ("skopeo", "docker-registry", "htpasswd", "openssl"):
+    for tool in ("skopeo", "docker-registry", "htpasswd", "openssl", "dockerd", "docker"):
         if not shutil.which(tool):
             raise SystemExit(f"bench: {tool} is not installed; run `make setup` first")
     folder = Path(tempfile.mkdtemp(prefix="chaosmirror-bench-"))
@@ -332,6 +402,10 @@ def main() -> None:
         if not args.no_bundles:
             out["bundles"] = bench.bundles()
             reports.append(render_bundles(out["bundles"]))  # type: ignore[arg-type]
+        if not args.no_docker:
+            with DockerDaemon(folder / "dockerd") as daemon:
+                out["docker"] = bench.docker(daemon)
+            reports.append(render_docker(out["docker"]))  # type: ignore[arg-type]
         if not args.no_latency:
             bench.reps = args.latency_reps
             with LatencyProxy(bench.rig.target.host, rtt_ms=args.rtt_ms, mbit=args.mbit) as proxy:

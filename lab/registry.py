@@ -20,6 +20,12 @@ from pathlib import Path
 
 from lab.images import Artifact
 
+ACCEPT = ", ".join([
+    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+])  # fmt: skip
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -234,27 +240,11 @@ class Client:
             raise RuntimeError(f"put manifest {repo}:{ref}: HTTP {status} {body[:300]!r}")
 
     def digest(self, repo: str, ref: str) -> str | None:
-        accept = ", ".join(
-            [
-                "application/vnd.oci.image.index.v1+json",
-                "application/vnd.oci.image.manifest.v1+json",
-                "application/vnd.docker.distribution.manifest.list.v2+json",
-                "application/vnd.docker.distribution.manifest.v2+json",
-            ]
-        )
-        status, headers, _ = self.request("HEAD", f"/v2/{repo}/manifests/{ref}", headers={"Accept": accept})
+        status, headers, _ = self.request("HEAD", f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT})
         return headers.get("docker-content-digest") if status == 200 else None
 
     def get_manifest(self, repo: str, ref: str) -> dict[str, object]:
-        status, _, body = self.request(
-            "GET",
-            f"/v2/{repo}/manifests/{ref}",
-            headers={
-                "Accept": ", ".join(
-                    ["application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json"]
-                )
-            },
-        )
+        status, _, body = self.request("GET", f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT})
         if status != 200:
             raise RuntimeError(f"get manifest {repo}:{ref}: HTTP {status}")
         return json.loads(body)  # type: ignore[no-any-return]

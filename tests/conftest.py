@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 from chaosmirror.cli import cli
 from chaosmirror.release import Catalog, bundled_dir
 from lab import rig as lab_rig
+from lab.dockerd import DockerDaemon
 from lab.registry import Client
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -132,3 +133,24 @@ def _no_user_auth_files(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     ):
         monkeypatch.delenv(var, raising=False)
     os.environ.pop("CHAOSMIRROR_MANIFESTS", None)
+
+
+@pytest.fixture(scope="session")
+def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
+    """A private Docker daemon (its own socket, data root and containerd), stopped after the session."""
+    require("dockerd", "docker", "containerd")
+    with DockerDaemon(tmp_path_factory.mktemp("dockerd")) as daemon:
+        yield daemon
+
+
+@pytest.fixture
+def daemon_trusts_target(rig: lab_rig.Rig, dockerd: DockerDaemon) -> Iterator[None]:
+    """The daemon trusts the rig target's CA the way Docker is configured to: /etc/docker/certs.d/HOST/ca.crt.
+    (dockerd has no flag to move that folder; the port is random, so nothing else uses this entry. It is
+    removed after each test: chaosmirror reads that folder too, and other tests need the CA untrusted.)"""
+    assert rig.tls is not None
+    folder = Path("/etc/docker/certs.d") / rig.target.host
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(rig.tls.ca_cert, folder / "ca.crt")
+    yield
+    shutil.rmtree(folder, ignore_errors=True)

@@ -13,7 +13,6 @@ import pytest
 
 from lab import rig as lab_rig
 from lab import standin
-from lab.dockerd import DockerDaemon
 from lab.images import MT_INDEX
 from lab.registry import Client
 from lab.rig import PASSWORD
@@ -304,13 +303,6 @@ def test_running_out_of_disk_leaves_no_bundle_and_says_so(brig, run, small_disk)
     assert "out of disk space" in result.output or "no space left" in result.output.lower()
     assert not out.exists()
     assert not [p for p in small_disk.iterdir() if p.name.startswith(".b.tar.partial")]
-
-
-@pytest.fixture(scope="module")
-def dockerd(tmp_path_factory) -> Iterator[DockerDaemon]:  # type: ignore[no-untyped-def]
-    require("dockerd", "docker", "containerd")
-    with DockerDaemon(tmp_path_factory.mktemp("dockerd")) as daemon:
-        yield daemon
 
 
 def test_docker_archive_bundle_loads_into_docker_and_skopeo(brig, run, dockerd, account, tmp_path):

@@ -62,6 +62,7 @@ class Skopeo:
     """Runs `skopeo copy` per image; safe to call from many threads at once."""
 
     name = "skopeo"
+    exact = True
 
     def __init__(self, registries: Registries, *, binary: str | None = None) -> None:
         self.binary = binary or find_skopeo()
@@ -110,7 +111,7 @@ class Skopeo:
         if isinstance(where, LayoutRef):
             options = [f"--{role}-shared-blob-dir={where.shared_blobs}"] if where.shared_blobs else []
             return options, f"oci:{where.path}:{where.name}"
-        return [], f"docker-archive:{where.path}:{where.name}" if role == "dest" else f"docker-archive:{where.path}"
+        return [], f"docker-archive:{where.path}:{where.name}"  # names the image in a multi-image archive
 
     def argv(self, src: Location, dst: Location, digest_file: Path) -> list[str]:
         src_options, src_arg = self._location(src, "src")

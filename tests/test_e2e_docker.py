@@ -1,0 +1,141 @@
+"""The Docker engine end to end: a real dockerd (started here), real registries on loopback.
+
+The target is the rig's TLS + htpasswd registry; the daemon trusts its CA through
+/etc/docker/certs.d, as a real daemon would be configured (see `daemon_trusts_target`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from chaosmirror.engines.docker import explain_daemon, explain_stream
+from lab.images import MT_INDEX
+from lab.rig import PASSWORD
+from tests.conftest import source_digests
+
+pytestmark = pytest.mark.dockerd
+
+
+@pytest.fixture
+def docker_env(dockerd, daemon_trusts_target, monkeypatch) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+    return {"DOCKER_HOST": dockerd.host}
+
+
+def amd64_config(rig, name: str, tag: str) -> str:  # type: ignore[no-untyped-def]
+    art = rig.artifacts[(f"harness/{name}", tag)]
+    image = next(i for i in art.images if i.platform["architecture"] == "amd64")
+    return json.loads(image.manifest.data)["config"]["digest"]
+
+
+def test_mirror_with_the_docker_engine_records_what_it_pushed(rig, chaosmirror, account, target_client, docker_env):
+    run = chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account, "--engine", "docker", env=docker_env)
+    assert run.code == 0, run.output
+    assert run.report["engine"] == "docker"
+    assert "warning: the Docker engine keeps one platform per image" in run.output and "5 multi-arch" in run.output
+    sources = source_digests(rig)
+    for entry in run.report["images"]:
+        name, tag = entry["destination"].rsplit("/", 1)[1].split(":")
+        held = target_client.get_manifest(f"{account}/{name}", tag)
+        assert held["mediaType"] != MT_INDEX  # one platform per image
+        assert held["config"]["digest"] == amd64_config(rig, name, tag)  # the same image, re-pushed
+        assert entry["digest"] == target_client.digest(f"{account}/{name}", tag)  # the digest actually pushed
+        assert entry["source_digest"] == sources[f"{name}:{tag}"]
+    assert PASSWORD not in run.output + json.dumps(run.report)
+
+    again = chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account, "--engine", "docker", env=docker_env)
+    assert again.code == 0 and {e["status"] for e in again.report["images"]} == {"skipped"}
+
+
+def test_docker_engine_leaves_a_skopeo_mirror_alone(rig, chaosmirror, account, target_client, docker_env):
+    assert chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account, "--group", "ddcr").code == 0
+    before = target_client.digest(f"{account}/chaos-ddcr", "1.47.0")
+    run = chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account, "--group", "ddcr", "--engine", "docker",
+                      env=docker_env)  # fmt: skip
+    assert run.code == 0 and {e["status"] for e in run.report["images"]} == {"skipped"}
+    assert target_client.digest(f"{account}/chaos-ddcr", "1.47.0") == before  # the multi-arch index stays whole
+
+
+def test_docker_engine_copies_one_platform_and_refuses_several(rig, chaosmirror, account, target_client, docker_env):
+    run = chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account, "--group", "ddcr", "--engine", "docker",
+                      "--platform", "linux/amd64", "--platform", "linux/arm64", env=docker_env)  # fmt: skip
+    assert run.code == 2 and "one --platform" in run.output
+    arm = chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account, "--group", "ddcr", "--engine", "docker",
+                      "--platform", "linux/arm64", env=docker_env)  # fmt: skip
+    copied = {e["source"].rsplit("/", 1)[1] for e in arm.report["images"] if e["status"] == "copied"}
+    assert copied == {"chaos-ddcr:1.47.0", "chaos-ddcr-faults:1.47.0"}  # the amd64-only ones fail, alone
+    art = rig.artifacts[("harness/chaos-ddcr", "1.47.0")]
+    config = json.loads(next(i for i in art.images if i.platform["architecture"] == "arm64").manifest.data)["config"]
+    assert target_client.get_manifest(f"{account}/chaos-ddcr", "1.47.0")["config"]["digest"] == config["digest"]
+
+
+def test_docker_engine_bundle_is_one_docker_save_that_loads_back(rig, chaosmirror, account, dockerd, docker_env,
+                                                                  tmp_path):  # fmt: skip
+    out = tmp_path / "hce-docker"
+    base = ["--source-mirror", f"docker.io={rig.source.host}", "--group", "ddcr", "--engine", "docker"]
+    refused = chaosmirror("bundle", "export", "1.47.0", "-o", str(tmp_path / "x.tar"), *base, env=docker_env)
+    assert refused.code == 2 and "cannot write OCI layouts" in refused.output
+    run = chaosmirror("bundle", "export", "1.47.0", "-o", str(out), "--format", "docker-archive", *base, env=docker_env)
+    assert run.code == 0, run.output
+    info = json.loads((out / "bundle.json").read_text())
+    assert {name for image in info["images"] for _, name in image["archives"]} == {"images_linux-amd64.tar"}
+    assert chaosmirror("bundle", "verify", str(out), report=False).code == 0
+    import subprocess
+
+    for image in info["images"]:
+        inspected = subprocess.run(["skopeo", "inspect", f"docker-archive:{out}/images_linux-amd64.tar:"
+                                    f"{image['source']}"], capture_output=True, text=True, check=False)  # fmt: skip
+        assert inspected.returncode == 0, inspected.stderr
+    loaded = dockerd.docker("load", "-i", str(out / "images_linux-amd64.tar"))
+    assert loaded.returncode == 0 and loaded.stdout.count(b"Loaded image") == 4, loaded.stdout + loaded.stderr
+    for engine in ("docker", "skopeo"):
+        imported = chaosmirror("bundle", "import", str(out), "--to", rig.target.host, "--account", f"{account}{engine}",
+                               "--ca-cert", str(rig.tls.ca_cert), "--engine", engine, env=docker_env)  # fmt: skip
+        assert imported.code == 0, imported.output
+        assert imported.report["summary"]["copied"] == 4
+
+
+def test_a_missing_daemon_is_one_clear_message(rig, chaosmirror, account, tmp_path):
+    env = {"DOCKER_HOST": f"unix://{tmp_path}/nothing-here.sock"}
+    run = chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account, "--engine", "docker", env=env)
+    assert run.code == 1 and "cannot reach the Docker daemon" in run.output and "DOCKER_HOST" in run.output
+
+
+def test_auto_uses_docker_without_skopeo_and_names_both_fixes_without_either(rig, chaosmirror, account, docker_env,
+                                                                              tmp_path, monkeypatch):  # fmt: skip
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no skopeo on PATH
+    run = chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account, "--group", "ddcr", env=docker_env)
+    assert run.code == 0, run.output
+    assert run.report["engine"] == "docker"
+    neither = chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account,
+                          env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"})  # fmt: skip
+    assert neither.code == 1
+    assert "apt-get install skopeo" in neither.output and "cannot reach the Docker daemon" in neither.output
+    monkeypatch.setenv("PATH", os.environ.get("PATH", ""))
+
+
+def test_daemon_and_stream_errors_read_well():
+    assert "add your user to the docker group" in explain_daemon(PermissionError(13, "Permission denied"), "unix:///x")
+    limited = explain_stream("toomanyrequests: You have reached your pull rate limit.", "docker.io/a/b:1", "src")
+    assert "rate limit" in limited and "CHAOSMIRROR_SRC_USERNAME" in limited and "--source-mirror" in limited
+    assert "/etc/docker/certs.d" in explain_stream("x509: certificate signed by unknown authority", "r/a:1", "dest")
+
+
+def test_docker_engine_cannot_touch_oci_layouts(docker_env, rig):
+    from chaosmirror.engines.docker import DockerEngine
+    from chaosmirror.errors import EngineError
+    from chaosmirror.ref import ImageRef, LayoutRef
+    from chaosmirror.registry import Registries
+
+    engine = DockerEngine(Registries())
+    try:
+        with pytest.raises(EngineError, match="cannot read or write OCI layouts"):
+            engine.copy(ImageRef.parse("a/b:1"), LayoutRef(Path("/tmp/x"), "n"))
+    finally:
+        engine.close()
