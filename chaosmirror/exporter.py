@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chaosmirror import bundle as fmt
-from chaosmirror.engines import ArchiveWriter, Engine, make_engine
+from chaosmirror.engines import ArchiveWriter, Engine
 from chaosmirror.errors import BundleError, ChaosmirrorError, EngineError, RegistryError
 from chaosmirror.manifest import Manifest, platform_children, references
-from chaosmirror.mirror import Event, platforms_for
+from chaosmirror.mirror import Event, Session, platforms_for
 from chaosmirror.plan import Item, Observed, Selection, choose, collect_items
 from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef, Target
 from chaosmirror.registry import Registries
@@ -56,50 +56,43 @@ def export_release(
         raise ChaosmirrorError(f"{output} already exists; delete it (or choose another -o) to export again")
     report = Report("bundle export", release.name, str(output))
     items = collect_items(release.images(settings.groups), UNPLACED, settings.source_mirrors)
-    registries = settings.registries()
-    engine: Engine | None = None
     try:
-        engine = make_engine(settings.engine, registries)
-        report.engine = engine.name
-        if kind == fmt.OCI and not engine.exact:
-            raise ChaosmirrorError(f"the {engine.name} engine cannot write OCI layouts: use --format docker-archive, "
-                                   "or --engine skopeo")  # fmt: skip
-        wanted = platforms_for(engine, settings)
-        settings = replace(settings, platforms=wanted)
-        on_phase(f"reading {len(items)} images from the source")
-        observed = survey(items, registries, wanted, jobs=settings.jobs, target=False)
-        unchanged = _unchanged(since, items, observed, registries, settings) if since else {}
-        job = _Export(settings, engine, registries, output.with_name(f"{output.name}.parts"), on_event)
-        todo = [i for i in items if i not in unchanged]
-        exported = job.oci(todo, observed, on_phase) if kind == fmt.OCI else job.archives(todo, observed)
-        base_note = f"unchanged since {since.name}" if since else ""
-        report.entries = [entry for _, entry in exported] + [
-            Entry(str(i.src), hce_name(i.src), "skipped", d, i.uses, reason=base_note) for i, d in unchanged.items()
-        ]
-        if report.count("failed"):
-            full = any("no space left" in e.error for e in report.entries)
-            why = f"out of disk space in {output.parent}" if full else f"{report.count('failed')} images failed"
-            report.error = (f"{why}, so no bundle was written; what was downloaded is kept in {job.work} and "
-                            "reused when you run the same command again")  # fmt: skip
-            return report
-        info = fmt.BundleInfo(
-            kind, release.name, tuple(image for image, _ in exported), release.revision, fmt.now(),
-            groups=settings.groups, platforms=tuple(map(str, settings.platforms)), since=since.name if since else "",
-            unchanged=tuple(fmt.BundleImage(str(i.src), hce_name(i.src), d, (), 0, i.uses, d)
-                            for i, d in unchanged.items()),
-        )  # fmt: skip
-        on_phase(f"writing {output}")
-        if kind == fmt.OCI:
-            _finish_oci(job.work, output, info)
-        else:
-            _finish_archives(job.work, output, info)
+        with Session(settings, report) as (registries, engine):
+            if kind == fmt.OCI and not engine.exact:
+                raise ChaosmirrorError(f"the {engine.name} engine cannot write OCI layouts: use --format "
+                                       "docker-archive, or --engine skopeo")  # fmt: skip
+            settings = replace(settings, platforms=platforms_for(engine, settings))
+            on_phase(f"reading {len(items)} images from the source")
+            observed = survey(items, registries, settings.platforms, jobs=settings.jobs, target=False)
+            unchanged = _unchanged(since, items, observed, registries, settings) if since else {}
+            job = _Export(settings, engine, registries, output.with_name(f"{output.name}.parts"), on_event)
+            todo = [i for i in items if i not in unchanged]
+            exported = job.oci(todo, observed, on_phase) if kind == fmt.OCI else job.archives(todo, observed)
     except (RegistryError, EngineError) as exc:
         report.error = str(exc)
-    finally:
-        if engine is not None:
-            engine.close()
-        registries.close()
-        report.finished = time.time()
+        return report
+    base_note = f"unchanged since {since.name}" if since else ""
+    report.entries = [entry for _, entry in exported] + [
+        Entry(str(i.src), hce_name(i.src), "skipped", d, i.uses, reason=base_note) for i, d in unchanged.items()
+    ]
+    if report.count("failed"):
+        full = any("no space left" in e.error for e in report.entries)
+        why = f"out of disk space in {output.parent}" if full else f"{report.count('failed')} images failed"
+        report.error = (f"{why}, so no bundle was written; what was downloaded is kept in {job.work} and "
+                        "reused when you run the same command again")  # fmt: skip
+        return report
+    info = fmt.BundleInfo(
+        kind, release.name, tuple(image for image, _ in exported), release.revision, fmt.now(),
+        groups=settings.groups, platforms=tuple(map(str, settings.platforms)), since=since.name if since else "",
+        unchanged=tuple(fmt.BundleImage(str(i.src), hce_name(i.src), d, (), 0, i.uses, d)
+                        for i, d in unchanged.items()),
+    )  # fmt: skip
+    on_phase(f"writing {output}")
+    if kind == fmt.OCI:
+        _finish_oci(job.work, output, info)
+    else:
+        _finish_archives(job.work, output, info)
+    report.finished = time.time()
     return report
 
 

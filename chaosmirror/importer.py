@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chaosmirror import bundle as fmt
-from chaosmirror.engines import Engine, make_engine
+from chaosmirror.engines import Engine
 from chaosmirror.errors import BundleError, ChaosmirrorError, EngineError, NotFoundError, RegistryError
 from chaosmirror.manifest import Manifest
-from chaosmirror.mirror import Event, run
+from chaosmirror.mirror import Event, Session, run
 from chaosmirror.plan import Item, Observed, build_plan
 from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef, Target
 from chaosmirror.registry import Registries, Registry
@@ -53,29 +53,22 @@ def import_bundle(
     info = fmt.read_info(path)
     report = Report("bundle import", info.release, str(target))
     scratch = Path(tempfile.mkdtemp(prefix=".chaosmirror-import-", dir=work_dir or path.resolve().parent))
-    registries = settings.registries()
-    engine: Engine | None = None
     try:
         on_phase(f"verifying {path}")
         scan = verify(path, extract_to=None if path.is_dir() else scratch)
         if scan.problems:
             raise BundleError(f"{path} is damaged or incomplete; nothing was pushed:\n  " + "\n  ".join(scan.problems))
-        engine = make_engine(settings.engine, registries)
-        report.engine = engine.name
-        check_target(registries, target.host)
-        job = _Import(settings, target, engine, registries, on_event)
-        report.entries = job.layout(info, scratch, on_phase) if info.kind == fmt.OCI else job.archives(info, path)
-        report.entries += job.unchanged(info)
+        with Session(settings, report) as (registries, engine):
+            check_target(registries, target.host)
+            job = _Import(settings, target, engine, registries, on_event)
+            report.entries = job.layout(info, scratch, on_phase) if info.kind == fmt.OCI else job.archives(info, path)
+            report.entries += job.unchanged(info)
     except (RegistryError, EngineError) as exc:
         report.error = str(exc)
         report.entries = [Entry(i.source, str(target.place(ImageRef.parse(i.source))), "failed", uses=i.uses,
                                 error=str(exc)) for i in (*info.images, *info.unchanged)]  # fmt: skip
     finally:
-        if engine is not None:
-            engine.close()
-        registries.close()
         shutil.rmtree(scratch, ignore_errors=True)
-        report.finished = time.time()
     return report
 
 

@@ -235,42 +235,61 @@ def mirror_release(
     assert settings.target is not None
     report = Report("plan" if dry_run else "mirror", release.name, str(settings.target))
     items = collect_items(release.images(settings.groups), settings.target, settings.source_mirrors)
-    registries = settings.registries()
-    engine: Engine | None = None
     try:
-        engine = make_engine(settings.engine, registries, on_bytes=on_bytes)
-        report.engine = engine.name
-        wanted = platforms_for(engine, settings)
-        on_phase(f"checking {len(items)} images in the source and in {settings.target.host}")
-        # Far targets (slow round trips) gain from copying an index's platforms in parallel;
-        # near ones are CPU-bound, and one process per image costs less.
-        far = check_target(registries, settings.target.host) >= FAR_SECONDS
-        observed = survey(items, registries, wanted, jobs=settings.jobs, configs=not engine.exact)
-        if not engine.exact:
-            warn_multi_arch(observed, wanted, on_phase)
-            if settings.ca_file or settings.insecure:
-                on_phase("note: the Docker daemon does not take --ca-cert or --insecure-registry from chaosmirror; it "
-                         "trusts /etc/docker/certs.d/HOST/ca.crt and its own insecure-registries setting")  # fmt: skip
-        plan = build_plan(items, observed, wanted, exact=engine.exact)
-        if dry_run:
-            report.entries = [planned_entry(a) for a in plan.actions]
-        else:
-            assert engine is not None
-            on_phase(f"copying {plan.count('copy')} images, {plan.count('skip')} already there")
-            report.entries = run(
-                plan, engine, registries, jobs=settings.jobs, split=far, on_event=on_event, on_phase=on_phase
-            )
+        with Session(settings, report, on_bytes=on_bytes) as (registries, engine):
+            _mirror(items, report, settings=settings, registries=registries, engine=engine, dry_run=dry_run,
+                    on_event=on_event, on_phase=on_phase)  # fmt: skip
     except (RegistryError, EngineError) as exc:
         report.error = str(exc)
-        report.entries = [
-            Entry(str(i.src), str(i.dst), "failed", uses=i.uses, pulled_from=str(i.pull), error=str(exc)) for i in items
-        ]
-    finally:
-        if engine is not None:
-            engine.close()
-        registries.close()
-        report.finished = time.time()
+        report.entries = [Entry(str(i.src), str(i.dst), "failed", uses=i.uses, pulled_from=str(i.pull), error=str(exc))
+                          for i in items]  # fmt: skip
     return report
+
+
+class Session:
+    """The registries and the engine of one run: opened together, closed together, timed on the report."""
+
+    def __init__(self, settings: Settings, report: Report, *, on_bytes: Callable[[int], None] | None = None) -> None:
+        self.settings = settings
+        self.report = report
+        self.on_bytes = on_bytes
+        self.registries = settings.registries()
+        self.engine: Engine | None = None
+
+    def __enter__(self) -> tuple[Registries, Engine]:
+        self.engine = make_engine(self.settings.engine, self.registries, on_bytes=self.on_bytes)
+        self.report.engine = self.engine.name
+        return self.registries, self.engine
+
+    def __exit__(self, *exc: object) -> None:
+        if self.engine is not None:
+            self.engine.close()
+        self.registries.close()
+        self.report.finished = time.time()
+
+
+def _mirror(items: list[Item], report: Report, *, settings: Settings, registries: Registries, engine: Engine,
+            dry_run: bool, on_event: Callable[[Event], None], on_phase: Callable[[str], None]) -> None:  # fmt: skip
+    assert settings.target is not None
+    wanted = platforms_for(engine, settings)
+    on_phase(f"checking {len(items)} images in the source and in {settings.target.host}")
+    # Far targets (slow round trips) gain from copying an index's platforms in parallel;
+    # near ones are CPU-bound, and one process per image costs less.
+    far = check_target(registries, settings.target.host) >= FAR_SECONDS
+    observed = survey(items, registries, wanted, jobs=settings.jobs, configs=not engine.exact)
+    if not engine.exact:
+        warn_multi_arch(observed, wanted, on_phase)
+        if settings.ca_file or settings.insecure:
+            on_phase("note: the Docker daemon does not take --ca-cert or --insecure-registry from chaosmirror; it "
+                     "trusts /etc/docker/certs.d/HOST/ca.crt and its own insecure-registries setting")  # fmt: skip
+    plan = build_plan(items, observed, wanted, exact=engine.exact)
+    if dry_run:
+        report.entries = [planned_entry(a) for a in plan.actions]
+    else:
+        on_phase(f"copying {plan.count('copy')} images, {plan.count('skip')} already there")
+        report.entries = run(
+            plan, engine, registries, jobs=settings.jobs, split=far, on_event=on_event, on_phase=on_phase
+        )
 
 
 def platforms_for(engine: Engine, settings: Settings) -> tuple[Platform, ...]:

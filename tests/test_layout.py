@@ -67,3 +67,13 @@ def test_a_built_wheel_carries_the_release_manifests(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "chaosmirror/release-manifests/1.47.0.yaml" in names
     assert "chaosmirror/engines/skopeo.py" in names
+    # A plain (not editable) install finds them: into a venv that borrows only the dependencies.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(wheel)], check=True, timeout=300)
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import chaosmirror.release as r; print(r.bundled_dir())"],
+                           cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60).stdout.strip()  # fmt: skip
+    assert where.startswith(str(venv))
+    listing = subprocess.run([str(venv / "bin" / "chaosmirror"), "releases"], cwd=tmp_path, capture_output=True,
+                             text=True, check=True, timeout=60).stdout  # fmt: skip
+    assert "1.47.0" in listing and "1.94.4" in listing
