@@ -27,6 +27,7 @@ from chaosmirror.mirror import Event, Session, run
 from chaosmirror.plan import Item, Observed, build_plan
 from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef, Target
 from chaosmirror.registry import Registries, Registry
+from chaosmirror.release import Group, Image, Release, Source
 from chaosmirror.report import Entry, Report
 from chaosmirror.settings import Settings
 from chaosmirror.survey import check_target
@@ -70,6 +71,20 @@ def import_bundle(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return report
+
+
+def bundle_release(info: fmt.BundleInfo) -> Release:
+    """The release a bundle holds, rebuilt from bundle.json: each image's `uses` names its group and
+    component, so the configuration of an import needs no release manifest at the air-gapped site."""
+    groups: dict[str, list[Image]] = {}
+    for image in (*info.images, *info.unchanged):
+        ref = ImageRef.parse(image.source)
+        for use in image.uses:
+            group, _, component = use.partition("/")
+            groups.setdefault(group, []).append(Image(group, component, ref, "bundle"))
+    source = Source("bundle", f"the chaosmirror bundle of HCE {info.release} ({info.created})")
+    return Release(info.release, info.revision, {"bundle": source},
+                   {name: Group(name, "bundle", tuple(images)) for name, images in groups.items()})  # fmt: skip
 
 
 @dataclass

@@ -324,3 +324,16 @@ def test_docker_archive_bundle_loads_into_docker_and_skopeo(brig, run, dockerd, 
     imported = import_(run, brig, out, account)
     assert imported.code == 0, imported.output
     assert imported.report["summary"]["copied"] == 4
+
+
+def test_import_writes_the_registry_configuration_pinned_to_what_it_pushed(brig, run, bundle_147, account, tmp_path):
+    out = tmp_path / "hce-config"
+    result = import_(run, brig, bundle_147, account, "--config-out", str(out), "--secret-name", "hce-pull")
+    assert result.code == 0, result.output
+    pushed = {e["destination"]: e["digest"] for e in result.report["images"]}
+    values = (out / "helm" / "chaos-infra-values.yaml").read_text()
+    subscriber = pushed[f"{brig.target.host}/{account}/chaos-subscriber:1.47.0"]
+    assert f"tag: 1.47.0@{subscriber}" in values
+    assert (out / "kubernetes" / "image-pull-secret.yaml").stat().st_mode & 0o777 == 0o600
+    assert PASSWORD not in result.output
+    assert "NEXT-STEPS.md" in result.output

@@ -71,8 +71,9 @@ def test_a_built_wheel_carries_the_release_manifests(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(wheel)], check=True, timeout=300)
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import chaosmirror.release as r; print(r.bundled_dir())"],
-                           cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60).stdout.strip()  # fmt: skip
+    probe = "import chaosmirror.release as r; print(r.bundled_dir())"
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                           check=True, timeout=60).stdout.strip()  # fmt: skip
     assert where.startswith(str(venv))
     listing = subprocess.run([str(venv / "bin" / "chaosmirror"), "releases"], cwd=tmp_path, capture_output=True,
                              text=True, check=True, timeout=60).stdout  # fmt: skip

@@ -1,0 +1,24 @@
+"""Registry configuration for a mirrored release: pure renderers, one module per family.
+
+`render_config(request)` returns every file as a `Rendered` value (path and text); nothing here reads
+or writes anything but `inputs` (gathers a request at the edge) and `folder` (writes the files).
+
+- `hce`: HCE's image-registry setting as Terraform, a GraphQL request body and plain YAML
+- `kubernetes`: the pull Secret and the experiment step container
+- `helm`: values for the dedicated chaos infrastructure chart
+- `nodes`: CRI-O/Podman registries.conf and containerd hosts.toml, with the CA
+- `nextsteps`: NEXT-STEPS.md
+"""
+
+from __future__ import annotations
+
+from chaosmirror.emit import hce, helm, kubernetes, nextsteps, nodes
+from chaosmirror.emit.model import ConfigError, ConfigRequest, Rendered, Scope, Transport
+
+__all__ = ["ConfigError", "ConfigRequest", "Rendered", "Scope", "Transport", "render_config"]
+
+
+def render_config(req: ConfigRequest) -> list[Rendered]:
+    """Every file of the configuration, NEXT-STEPS.md first."""
+    files = [*hce.render(req), *kubernetes.render(req), *helm.render(req), *nodes.render(req)]
+    return [nextsteps.next_steps(req, files), *files]

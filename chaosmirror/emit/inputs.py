@@ -1,0 +1,119 @@
+"""The edge of `emit`: gather what a `ConfigRequest` needs from the outside world.
+
+It reads the CA file, the digests of a mirror report, the target's credential (from the same sources
+as `mirror`), and asks the target once whether it speaks TLS when that is not known from the options.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from chaosmirror.auth import find_credential
+from chaosmirror.emit.model import ConfigError, ConfigRequest, Scope, Transport
+from chaosmirror.errors import RefError, RegistryError
+from chaosmirror.ref import ImageRef, Target, check_digest, is_loopback
+from chaosmirror.registry import Endpoint, Registry
+from chaosmirror.release import Release
+from chaosmirror.report import FORMAT, Entry
+
+HELD = ("copied", "skipped")  # entries whose digest is what the target holds at the tag
+
+
+def digests_from_entries(entries: Iterable[Entry]) -> dict[ImageRef, str]:
+    """Destination -> digest of every image a run copied or found already there."""
+    return {ImageRef.parse(e.destination): e.digest for e in entries if e.status in HELD and e.digest}
+
+
+def load_report_digests(path: Path, release: Release) -> dict[ImageRef, str]:
+    """Destination -> digest from a JSON report that `mirror --report` wrote for `release`."""
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the report {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not a chaosmirror report (not JSON: {exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("images"), list):
+        raise ConfigError(f"{path} is not a chaosmirror report (format {FORMAT}) written by `mirror --report`")
+    if doc.get("release") != release.name:
+        raise ConfigError(f"{path} is the report of release {doc.get('release')!r}, not {release.name}")
+    digests: dict[ImageRef, str] = {}
+    for entry in doc["images"]:
+        if not isinstance(entry, dict) or entry.get("status") not in HELD or not entry.get("digest"):
+            continue
+        try:
+            digests[ImageRef.parse(str(entry["destination"]))] = check_digest(str(entry["digest"]))
+        except (KeyError, RefError) as exc:
+            raise ConfigError(f"{path}: a broken image entry ({exc})") from None
+    return digests
+
+
+def read_ca(path: Path) -> str:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the CA certificate {path}: {exc}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(f"{path} is not a PEM certificate (no BEGIN CERTIFICATE line)")
+    return text if text.endswith("\n") else text + "\n"
+
+
+def probe_transport(host: str, *, insecure: bool, ca_file: Path | None) -> Transport:
+    """How clients reach `host`. A loopback host, or one named with --insecure-registry, is asked once
+    (GET /v2/) whether it speaks TLS; any other host is TLS, checked against --ca-cert when given."""
+    ca_pem = read_ca(ca_file) if ca_file else ""
+    if not (insecure or is_loopback(host)):
+        return Transport(ca_pem=ca_pem)
+    registry = Registry(Endpoint(host, "dest", None, insecure, ca_file))
+    try:
+        plain = registry.plain_http
+    except RegistryError as exc:
+        raise RegistryError(
+            f"cannot tell how to reach {host}: {exc}. A loopback or --insecure-registry target is asked "
+            "whether it speaks TLS: start it first"
+        ) from None
+    finally:
+        registry.close()
+    if plain:
+        return Transport(plain_http=True)
+    return Transport(ca_pem=ca_pem, skip_verify=insecure)
+
+
+def gather(
+    release: Release,
+    target: Target,
+    *,
+    groups: tuple[str, ...] = (),
+    secret_name: str = "",
+    namespace: str = "hce",
+    org: str = "",
+    project: str = "",
+    infra: str = "",
+    allow_overrides: bool = False,
+    default: bool = False,
+    insecure: frozenset[str] = frozenset(),
+    ca_file: Path | None = None,
+    digests: Mapping[ImageRef, str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ConfigRequest:
+    """A ConfigRequest from command-line values: probes the target, reads the CA and the credential."""
+    scope = Scope(org=org, project=project, infra=infra)  # checks the options before any I/O
+    transport = probe_transport(target.host, insecure=target.host in insecure, ca_file=ca_file)
+    credential = None
+    if secret_name:
+        repository = "/".join(p for p in (target.path, target.account) if p)
+        credential = find_credential(target.host, "dest", repository=repository, env=env)
+    return ConfigRequest(
+        release=release,
+        target=target,
+        groups=groups,
+        secret_name=secret_name,
+        namespace=namespace,
+        scope=scope,
+        allow_overrides=allow_overrides,
+        default=default,
+        transport=transport,
+        credential=credential,
+        digests=digests,
+    )
