@@ -67,7 +67,10 @@ def main() -> None:
         report = folder / "mirror-report.json"
         say(f"Mirroring HCE {RELEASE} into the private registry")
         print("(credentials come from CHAOSMIRROR_DEST_USERNAME / CHAOSMIRROR_DEST_PASSWORD)")
-        code = chaosmirror("mirror", RELEASE, *rig.args(), "--report", str(report), env=env)
+        config = folder / "hce-config"
+        shutil.rmtree(config, ignore_errors=True)
+        code = chaosmirror("mirror", RELEASE, *rig.args(), "--report", str(report), "--secret-name", "hce-pull",
+                           "--config-out", str(config), env=env)  # fmt: skip
         if code != 0:
             raise SystemExit(f"demo: chaosmirror mirror exited {code}")
 
@@ -89,10 +92,10 @@ def main() -> None:
 
         say("Done")
         print(f"report:   {report}")
-        print(
-            f"HCE Image Registry settings for this mirror: server {rig.target.host}, account harness, "
-            "private (with a pull secret)"
-        )
+        print(f"config:   {config}  (HCE settings, pull Secret, Helm values, node mirror configs: start with "
+              "NEXT-STEPS.md)")  # fmt: skip
+        print(f"HCE Image Registry settings for this mirror: server {rig.target.host}, account harness, "
+              "private, secret hce-pull")  # fmt: skip
         if args.keep:
             print("registries left running; stop them with: pkill -f " + shlex.quote(str(folder)))
     finally:
