@@ -1,0 +1,156 @@
+"""The click application: the `chaosmirror` group, the options commands share, and how a run ends.
+
+The `cli` package is the only importer of click and tqdm: each command parses, calls one library
+function, and renders.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from chaosmirror import __version__
+from chaosmirror.errors import ChaosmirrorError
+from chaosmirror.release import GROUPS, Catalog, manifests_dir
+
+F = Callable[..., Any]
+
+
+class BadInput(click.ClickException):
+    exit_code = 2
+
+
+class RunFailed(click.ClickException):
+    exit_code = 1
+
+
+class _Cli(click.Group):
+    """Turns a ChaosmirrorError into a one-line message and its exit code (2 input, 1 failed run)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ChaosmirrorError as exc:
+            raise (BadInput if exc.exit_code == 2 else RunFailed)(str(exc)) from None
+
+
+def manifests_option(f: F) -> F:
+    return click.option(
+        "--manifests",
+        "manifests",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="CHAOSMIRROR_MANIFESTS",
+        show_envvar=True,
+        help="Read release manifests from DIR instead of the bundled ones.",
+    )(f)
+
+
+def catalog(manifests: Path | None) -> Catalog:
+    return Catalog(manifests_dir(manifests))
+
+
+def group_option(f: F) -> F:
+    return click.option(
+        "--group",
+        "groups",
+        multiple=True,
+        type=click.Choice(GROUPS),
+        help="Only this group of images (repeatable; default: all).",
+    )(f)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="chaosmirror")
+def cli() -> None:
+    """Copy the container images of a Harness Chaos Engineering (HCE) release into your own registry,
+    laid out the way HCE's Image Registry settings expect: <server>/<account>/<image>:<tag>."""
+
+
+TARGET_OPTIONS: list[Callable[[F], F]] = [
+    click.option("--to", "target", required=True, metavar="HOST[:PORT][/PATH]",
+                 help="The target registry (HCE's registry server)."),
+    click.option("--account", default="harness", show_default=True,
+                 help="HCE's registry account: images go to TARGET/ACCOUNT/NAME:TAG."),
+]  # fmt: skip
+PLATFORM_OPTION = click.option(
+    "--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]",
+    help="Only this platform (repeatable; default: every platform, indexes intact).",
+)  # fmt: skip
+SOURCE_OPTIONS: list[Callable[[F], F]] = [
+    group_option,
+    PLATFORM_OPTION,
+    click.option("--source-mirror", "source_mirrors", multiple=True, metavar="REGISTRY=HOST[/PATH]",
+                 help="Read REGISTRY's images from HOST/PATH (a pull-through cache or Harness's GAR mirror)."),
+]  # fmt: skip
+RUN_OPTIONS: list[Callable[[F], F]] = [
+    click.option("--jobs", "-j", default=16, show_default=True, type=click.IntRange(1, 64),
+                 help="Images copied at the same time."),
+    click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Write a JSON report (one entry per image) to FILE."),
+    click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
+                 help="Skip TLS verification (or use plain HTTP) for HOST. Loopback registries may be plain "
+                      "HTTP without it."),
+    click.option("--ca-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 help="Trust this CA certificate (PEM) for the registries, besides the system ones."),
+    click.option("--engine", type=click.Choice(["auto", "skopeo", "docker"]), default="auto", show_default=True,
+                 envvar="CHAOSMIRROR_ENGINE", help="What copies the images."),
+    manifests_option,
+]  # fmt: skip
+
+
+def with_options(*groups: list[Callable[[F], F]]) -> Callable[[F], F]:
+    def apply(f: F) -> F:
+        for decorator in reversed([d for group in groups for d in group]):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+copy_options = with_options(TARGET_OPTIONS, SOURCE_OPTIONS, RUN_OPTIONS)
+
+
+def settings_from(
+    *,
+    target: str | None = None,
+    account: str = "harness",
+    groups: tuple[str, ...] = (),
+    platforms: tuple[str, ...] = (),
+    source_mirrors: tuple[str, ...] = (),
+    jobs: int = 16,
+    insecure: tuple[str, ...] = (),
+    ca_cert: Path | None = None,
+    engine: str = "auto",
+) -> Any:
+    from chaosmirror.manifest import Platform
+    from chaosmirror.ref import SourceMirror, Target
+    from chaosmirror.settings import Settings
+
+    return Settings(
+        target=Target.parse(target, account=account) if target else None,
+        groups=groups,
+        platforms=tuple(Platform.parse(p) for p in platforms),
+        source_mirrors=tuple(SourceMirror.parse(m) for m in source_mirrors),
+        jobs=jobs,
+        insecure=frozenset(insecure),
+        ca_file=ca_cert,
+        engine=engine,
+    )
+
+
+def _finish_run(report: Any, report_path: Path | None, *, after: Callable[[], None] | None = None) -> None:
+    """Write the report, print the summary, run `after` (e.g. --config-out), exit with the run's code."""
+    from chaosmirror.report import summary
+
+    if report_path:
+        report.write(report_path)
+    click.echo(summary(report))
+    if report.error:
+        raise RunFailed(report.error)
+    if after is not None:
+        after()
+    sys.exit(report.exit_code)
