@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from chaosmirror.auth import Credential, Role, find_credential, hint
+from chaosmirror.auth import Role, find_credential, hint
+from chaosmirror.endpoint import Endpoint, challenge, ssl_context
 from chaosmirror.errors import AuthError, NotFoundError, RegistryError
 from chaosmirror.manifest import ACCEPT, Manifest
-from chaosmirror.ref import DOCKER_HUB, ImageRef, is_loopback
+from chaosmirror.ref import ImageRef, is_loopback
 
 TIMEOUT = 60.0
 BLOCK = 1024 * 1024
-CERT_DIRS = (Path("/etc/containers/certs.d"), Path("/etc/docker/certs.d"))
 
 
 @dataclass(frozen=True)
@@ -36,67 +36,6 @@ class Response:
     status: int
     headers: dict[str, str]
     body: bytes
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """How to reach one registry in one role: TLS choices and the credential, if any."""
-
-    host: str
-    role: Role
-    credential: Credential | None = None
-    insecure: bool = False
-    ca_file: Path | None = None
-
-    @property
-    def api_host(self) -> str:
-        return "registry-1.docker.io" if self.host == DOCKER_HUB else self.host
-
-    def cert_files(self) -> list[Path]:
-        """--ca-cert plus the per-registry CA folders skopeo and Docker also read."""
-        files = [self.ca_file] if self.ca_file else []
-        for base in CERT_DIRS:
-            folder = base / self.host
-            if folder.is_dir():
-                files += sorted(folder.glob("*.crt"))
-        return files
-
-
-def _ssl_context(endpoint: Endpoint) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    if endpoint.insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-    for path in endpoint.cert_files():
-        try:
-            ctx.load_verify_locations(cafile=str(path))
-        except (OSError, ssl.SSLError) as exc:
-            raise RegistryError(f"cannot load the CA certificate {path}: {exc}") from None
-    return ctx
-
-
-def _challenge(header: str) -> tuple[str, dict[str, str]]:
-    """Parse `Bearer realm="...",service="..."` into ("bearer", {...})."""
-    scheme, _, rest = header.strip().partition(" ")
-    params: dict[str, str] = {}
-    for part in _split_params(rest):
-        key, _, value = part.partition("=")
-        params[key.strip().lower()] = value.strip().strip('"')
-    return scheme.lower(), params
-
-
-def _split_params(text: str) -> list[str]:
-    parts, current, quoted = [], "", False
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-        if char == "," and not quoted:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    return [p for p in [*parts, current] if p.strip()]
 
 
 class Registry:
@@ -129,7 +68,7 @@ class Registry:
         host, port = self._split_host()
         if scheme == "https":
             if self._ctx is None:
-                self._ctx = _ssl_context(self.endpoint)
+                self._ctx = ssl_context(self.endpoint)
             return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._ctx, blocksize=BLOCK)
         return http.client.HTTPConnection(host, port, timeout=self.timeout, blocksize=BLOCK)
 
@@ -264,7 +203,7 @@ class Registry:
         )
 
     def _authenticate(self, header: str, scope: str) -> None:
-        scheme, params = _challenge(header)
+        scheme, params = challenge(header)
         cred = self.endpoint.credential
         if scheme == "basic":
             if cred is None:
@@ -285,7 +224,7 @@ class Registry:
         if cred:
             request.add_header("Authorization", f"Basic {cred.basic()}")
         if self._ctx is None:
-            self._ctx = _ssl_context(self.endpoint)
+            self._ctx = ssl_context(self.endpoint)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout, context=self._ctx) as resp:
                 doc = json.loads(resp.read())

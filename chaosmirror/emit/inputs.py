@@ -12,9 +12,10 @@ from pathlib import Path
 
 from chaosmirror.auth import find_credential
 from chaosmirror.emit.model import ConfigError, ConfigRequest, Scope, Transport
+from chaosmirror.endpoint import Endpoint
 from chaosmirror.errors import RefError, RegistryError
 from chaosmirror.ref import ImageRef, Target, check_digest, is_loopback
-from chaosmirror.registry import Endpoint, Registry
+from chaosmirror.registry import Registry
 from chaosmirror.release import Release
 from chaosmirror.report import FORMAT, Entry
 
