@@ -63,7 +63,7 @@ def export_release(
                                        "docker-archive, or --engine skopeo")  # fmt: skip
             settings = replace(settings, platforms=platforms_for(engine, settings))
             on_phase(f"reading {len(items)} images from the source")
-            observed = survey(items, registries, settings.platforms, jobs=settings.jobs, target=False)
+            observed = survey(items, registries, settings.platforms, jobs=settings.workers(), target=False)
             unchanged = _unchanged(since, items, observed, registries, settings) if since else {}
             job = _Export(settings, engine, registries, output.with_name(f"{output.name}.parts"), on_event)
             todo = [i for i in items if i not in unchanged]
@@ -146,7 +146,7 @@ class _Export:
             self.on_event(Event("done", None, entry))
             return image, entry
 
-        with ThreadPoolExecutor(max_workers=max(1, self.settings.jobs)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.workers())) as pool:
             return list(pool.map(guarded, items))
 
     # --- OCI layout ---------------------------------------------------------------------------------
@@ -161,7 +161,7 @@ class _Export:
         shared = _shared_blobs(items, observed)
         if shared:
             on_phase(f"downloading {len(shared)} shared layers ({sum(s for _, s, _ in shared) / 1e6:.1f} MB) once")
-            with ThreadPoolExecutor(max_workers=self.settings.jobs) as pool:
+            with ThreadPoolExecutor(max_workers=self.settings.workers()) as pool:
                 list(pool.map(lambda s: self._download(s[2], s[0]), shared))
         position = {item: n for n, item in enumerate(items)}
         return self._each(items, lambda item: self._one_oci(item, observed[item], position[item]))

@@ -109,12 +109,12 @@ class _Import:
             children = {d.digest: Manifest.from_bytes(layout.blob_path(d.digest).read_bytes()) for d in top.children()}
             items.append(item)
             seen[item] = (top, children)
-        with ThreadPoolExecutor(max_workers=max(1, self.settings.jobs)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.workers())) as pool:
             held = dict(zip(items, pool.map(lambda i: self.dest.digest(i.dst), items), strict=True))
         plan = build_plan(items, {i: Observed(seen[i][0], held[i], seen[i][1]) for i in items})
         on_phase(f"pushing {plan.count('copy')} images, {plan.count('skip')} already there")
-        return run(plan, self.engine, self.registries, jobs=self.settings.jobs, split=False, on_event=self.on_event,
-                   on_phase=on_phase)  # fmt: skip
+        return run(plan, self.engine, self.registries, jobs=self.settings.workers(), split=False,
+                   on_event=self.on_event, on_phase=on_phase)  # fmt: skip
 
     def archives(self, info: fmt.BundleInfo, folder: Path) -> list[Entry]:
         """One platform per image: the first of --platform the bundle has, else linux/amd64, else the
@@ -143,7 +143,7 @@ class _Import:
             return self._done(base, status="copied", digest=digest, size=archive.stat().st_size,
                               seconds=time.monotonic() - started)  # fmt: skip
 
-        with ThreadPoolExecutor(max_workers=max(1, self.settings.jobs)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.workers())) as pool:
             return list(pool.map(one, info.images))
 
     def _done(self, base: Entry, **changes: object) -> Entry:

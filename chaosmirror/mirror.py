@@ -276,7 +276,7 @@ def _mirror(items: list[Item], report: Report, *, settings: Settings, registries
     # Far targets (slow round trips) gain from copying an index's platforms in parallel;
     # near ones are CPU-bound, and one process per image costs less.
     far = check_target(registries, settings.target.host) >= FAR_SECONDS
-    observed = survey(items, registries, wanted, jobs=settings.jobs, configs=not engine.exact)
+    observed = survey(items, registries, wanted, jobs=settings.workers(far=far), configs=not engine.exact)
     if not engine.exact:
         warn_multi_arch(observed, wanted, on_phase)
         if settings.ca_file or settings.insecure:
@@ -288,7 +288,7 @@ def _mirror(items: list[Item], report: Report, *, settings: Settings, registries
     else:
         on_phase(f"copying {plan.count('copy')} images, {plan.count('skip')} already there")
         report.entries = run(
-            plan, engine, registries, jobs=settings.jobs, split=far, on_event=on_event, on_phase=on_phase
+            plan, engine, registries, jobs=settings.workers(far=far), split=far, on_event=on_event, on_phase=on_phase
         )
 
 

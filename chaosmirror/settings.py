@@ -9,6 +9,9 @@ from chaosmirror.manifest import Platform
 from chaosmirror.ref import SourceMirror, Target
 from chaosmirror.registry import Registries
 
+JOBS = 16
+FAR_JOBS = 32
+
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
@@ -16,11 +19,15 @@ class Settings:
     groups: tuple[str, ...] = ()
     platforms: tuple[Platform, ...] = ()
     source_mirrors: tuple[SourceMirror, ...] = ()
-    jobs: int = 16
+    jobs: int | None = None  # None: JOBS, or FAR_JOBS for a far target
     insecure: frozenset[str] = frozenset()
     ca_file: Path | None = None
     engine: str = "auto"
     env: dict[str, str] | None = field(default=None, repr=False)
+
+    def workers(self, *, far: bool = False) -> int:
+        """Parallel copies: as asked, else more for a far target, where each copy waits on round trips."""
+        return self.jobs or (FAR_JOBS if far else JOBS)
 
     def registries(self) -> Registries:
         return Registries(insecure=self.insecure, ca_file=self.ca_file, env=self.env)

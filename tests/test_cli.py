@@ -93,3 +93,10 @@ def test_a_broken_manifest_exits_2_naming_file_and_key(tmp_path):
 def test_bad_options_exit_2(args, message):
     result = invoke("mirror", "1.47.0", *args)
     assert result.exit_code == 2 and message in result.output
+
+
+def test_a_missing_skopeo_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
+    result = invoke("mirror", "1.47.0", "--to", "127.0.0.1:9", "--engine", "skopeo")
+    assert result.exit_code == 1
+    assert "skopeo is not installed" in result.output and "apt-get install skopeo" in result.output

@@ -139,3 +139,13 @@ def test_docker_engine_cannot_touch_oci_layouts(docker_env, rig):
             engine.copy(ImageRef.parse("a/b:1"), LayoutRef(Path("/tmp/x"), "n"))
     finally:
         engine.close()
+
+
+def test_config_out_after_a_docker_run_pins_the_digests_it_pushed(rig, chaosmirror, account, docker_env, tmp_path):
+    out = tmp_path / "cfg"
+    run = chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account, "--group", "dedicated", "--engine",
+                      "docker", "--secret-name", "hce-pull", "--config-out", str(out), env=docker_env)  # fmt: skip
+    assert run.code == 0, run.output
+    entry = next(e for e in run.report["images"] if e["source"].endswith("chaos-operator:1.47.0"))
+    assert entry["digest"] != entry["source_digest"] or entry["status"] == "skipped"
+    assert f"tag: 1.47.0@{entry['digest']}" in (out / "helm" / "chaos-infra-values.yaml").read_text()
