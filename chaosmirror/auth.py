@@ -16,9 +16,7 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -157,21 +155,3 @@ def write_auth_file(folder: Path, name: str, entries: Mapping[str, Credential]) 
     with os.fdopen(fd, "wb") as out:
         out.write(body)
     return path
-
-
-@contextmanager
-def private_folder() -> Iterator[Path]:
-    """A 0700 temporary folder, removed (with any auth file in it) however the block ends."""
-    folder = Path(tempfile.mkdtemp(prefix="chaosmirror-"))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    """Replace every secret (and its basic-auth encodings) in `text` with <hidden>."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, HIDDEN)
-    return text

@@ -114,9 +114,6 @@ class ImageRef:
     def with_digest(self, digest: str) -> ImageRef:
         return replace(self, tag="", digest=check_digest(digest))
 
-    def with_tag(self, tag: str) -> ImageRef:
-        return replace(self, tag=tag, digest="")
-
     def short(self) -> str:
         """The form people write: no docker.io/ and no library/."""
         text = str(self)

@@ -49,7 +49,6 @@ class Registry:
         self._scheme: str | None = None
         self._ctx: ssl.SSLContext | None = None
         self._auth: dict[str, str] = {}  # scope -> Authorization header value
-        self._challenge: tuple[str, dict[str, str]] | None = None
 
     # --- connection -----------------------------------------------------------------------------
 

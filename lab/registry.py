@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import socket
 import ssl
@@ -265,7 +264,3 @@ def push(host: str, repo: str, tag: str, artifact: Artifact, **client_args: obje
     finally:
         client.close()
     return artifact.digest
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in {"1", "true", "yes"}

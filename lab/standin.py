@@ -8,9 +8,8 @@ linux/arm64 index. The content is seeded by the reference, so the same release g
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from lab.images import Artifact, Layer, index, make_image, random_layer, single, write_oci_layout
+from lab.images import Artifact, Layer, index, make_image, random_layer, single
 from lab.registry import push
 
 KiB = 1024
@@ -57,7 +56,3 @@ def build(repos: list[tuple[str, str]], shape: Shape = SMALL, *, salt: str = "")
 def push_all(host: str, artifacts: dict[tuple[str, str], Artifact]) -> dict[tuple[str, str], str]:
     """Push to a plain-HTTP registry at `host`; return each image's digest."""
     return {(repo, tag): push(host, repo, tag, art) for (repo, tag), art in artifacts.items()}
-
-
-def write_layout(path: Path, artifacts: dict[tuple[str, str], Artifact]) -> None:
-    write_oci_layout(path, {f"{repo}:{tag}": art for (repo, tag), art in artifacts.items()})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chaosmirror.auth import Credential, find_credential, private_folder, write_auth_file
+from chaosmirror.auth import Credential, find_credential, write_auth_file
 from chaosmirror.errors import ChaosmirrorError
 
 
@@ -78,12 +78,22 @@ def test_credential_helpers_are_run(tmp_path):
     assert cred is not None and (cred.username, cred.password) == ("helper", "s-r.example.com")
 
 
-def test_auth_files_are_created_0600_and_passwords_never_print():
+def test_auth_files_are_created_0600_and_passwords_never_print(tmp_path):
     cred = Credential("bot", "hunter2", "test")
     assert "hunter2" not in repr(cred) and "<hidden>" in repr(cred)
-    with private_folder() as folder:
-        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-        path = write_auth_file(folder, "a.json", {"r.example.com": cred})
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert json.loads(path.read_text())["auths"]["r.example.com"]["auth"] == b64("bot:hunter2")
+    path = write_auth_file(tmp_path, "a.json", {"r.example.com": cred})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text())["auths"]["r.example.com"]["auth"] == b64("bot:hunter2")
+    with pytest.raises(FileExistsError):  # never written over, so never widened
+        write_auth_file(tmp_path, "a.json", {"r.example.com": cred})
+
+
+def test_the_skopeo_engine_keeps_auth_files_in_a_private_folder_it_removes():
+    from chaosmirror.engines.skopeo import Skopeo
+    from chaosmirror.registry import Registries
+
+    engine = Skopeo(Registries(env={"CHAOSMIRROR_DEST_USERNAME": "bot", "CHAOSMIRROR_DEST_PASSWORD": "hunter2"}))
+    folder = engine._folder
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    engine.close()
     assert not folder.exists()
