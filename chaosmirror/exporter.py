@@ -18,13 +18,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from chaosmirror import bundle as fmt
 from chaosmirror.engines import ArchiveWriter, Engine
 from chaosmirror.errors import BundleError, ChaosmirrorError, EngineError, RegistryError
+from chaosmirror.layers import shared_layers
 from chaosmirror.manifest import Manifest, platform_children, references
 from chaosmirror.mirror import Event, Session, platforms_for
-from chaosmirror.plan import Item, Observed, Selection, choose, collect_items
+from chaosmirror.plan import Item, Observed, Selection, choose, collect_items, parts_of
 from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef, Target
 from chaosmirror.registry import Registries
 from chaosmirror.release import Release
@@ -158,11 +160,11 @@ class _Export:
     def oci(self, items: list[Item], observed: dict[Item, Observed],
             on_phase: Callable[[str], None]) -> list[tuple[fmt.BundleImage, Entry]]:  # fmt: skip
         (self.blobs / "sha256").mkdir(parents=True, exist_ok=True)
-        shared = _shared_blobs(items, observed)
+        shared = shared_layers(self._holders(items, observed))
         if shared:
-            on_phase(f"downloading {len(shared)} shared layers ({sum(s for _, s, _ in shared) / 1e6:.1f} MB) once")
+            on_phase(f"downloading {len(shared)} shared layers ({sum(x.size for x in shared) / 1e6:.1f} MB) once")
             with ThreadPoolExecutor(max_workers=self.settings.workers()) as pool:
-                list(pool.map(lambda s: self._download(s[2], s[0]), shared))
+                list(pool.map(lambda layer: self._download(layer.source, layer.digest), shared))
         position = {item: n for n, item in enumerate(items)}
         return self._each(items, lambda item: self._one_oci(item, observed[item], position[item]))
 
@@ -182,7 +184,21 @@ class _Export:
         return fmt.BundleImage(str(item.src), hce_name(item.src), selection.digest, selection.platforms, size,
                                item.uses, seen.top.digest)  # fmt: skip
 
-    def _download(self, ref: ImageRef, digest: str) -> None:
+    def _holders(self, items: list[Item], observed: dict[Item, Observed]) -> list[tuple[ImageRef, ImageRef, Any]]:
+        """(source, place, layers) of each image that will be exported, for `layers.shared_layers`."""
+        out = []
+        for item in items:
+            seen = observed[item]
+            try:
+                selection = _selection(seen, self.settings)
+            except ChaosmirrorError:
+                continue  # reported when the image itself is exported
+            assert isinstance(item.pull, ImageRef) and seen.top is not None
+            layers = {d: n for part in parts_of(seen.top, selection, seen.children) for d, n in part.layers}
+            out.append((item.pull, item.dst, tuple(layers.items())))
+        return out
+
+    def _download(self, ref: ImageRef | LayoutRef, digest: str) -> None:
         """Fetch one blob into the shared folder, checking its digest; the engine then finds it there."""
         target = LayoutRef(self.blobs.parent, "", self.blobs).blob_path(digest)
         if target.exists():
@@ -190,6 +206,7 @@ class _Export:
         partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
         try:
             hasher = hashlib.sha256()
+            assert isinstance(ref, ImageRef)
             with self.registries.for_ref(ref, "src").open_blob(ref, digest) as stream, open(partial, "wb") as out:
                 while chunk := stream.read(fmt.CHUNK):
                     hasher.update(chunk)
@@ -249,19 +266,6 @@ class _Export:
         size = sum((self.work / n).stat().st_size for _, n in archives)
         return fmt.BundleImage(str(item.src), hce_name(item.src), selection.digest, selection.platforms, size,
                                item.uses, seen.top.digest, tuple(archives))  # fmt: skip
-
-
-def _shared_blobs(items: list[Item], observed: dict[Item, Observed]) -> list[tuple[str, int, ImageRef]]:
-    """(digest, size, where to read it) of each layer two or more images hold."""
-    holders: dict[str, tuple[int, ImageRef, int]] = {}
-    for item in items:
-        seen = observed[item]
-        assert isinstance(item.pull, ImageRef)
-        manifests = list(seen.children.values()) or ([seen.top] if seen.top else [])
-        for digest, size in {b.digest: b.size for m in manifests for b in m.blobs()}.items():
-            _, ref, count = holders.get(digest, (size, item.pull, 0))
-            holders[digest] = (size, ref, count + 1)
-    return [(d, size, ref) for d, (size, ref, count) in holders.items() if count > 1]
 
 
 def _platform_parts(selection: Selection, top: Manifest) -> list[tuple[str, str]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from chaosmirror import bundle as fmt
 from chaosmirror.engines import Engine
-from chaosmirror.errors import BundleError, ChaosmirrorError, EngineError, NotFoundError, RegistryError
+from chaosmirror.errors import BundleError, ChaosmirrorError, EngineError, RegistryError
 from chaosmirror.manifest import Manifest
 from chaosmirror.mirror import Event, Session, run
 from chaosmirror.plan import Item, Observed, build_plan
@@ -30,7 +30,7 @@ from chaosmirror.registry import Registries, Registry
 from chaosmirror.release import Group, Image, Release, Source
 from chaosmirror.report import Entry, Report
 from chaosmirror.settings import Settings
-from chaosmirror.survey import check_target
+from chaosmirror.survey import check_target, target_configs
 
 
 def verify(path: Path, *, extract_to: Path | None = None) -> fmt.Scan:
@@ -134,7 +134,7 @@ class _Import:
             archive = folder / chosen[1]
             base = replace(base, pulled_from=str(archive), platforms=(chosen[0],))
             try:
-                if _archive_config(archive, image.source) == _target_config(self.dest, dst):
+                if _archive_config(archive, image.source) in target_configs(self.registries, dst):
                     held = self.dest.digest(dst) or ""
                     return self._done(base, status="skipped", digest=held, reason="target already holds this image")
                 digest = self.engine.copy(ArchiveRef(archive, image.source), dst)
@@ -190,11 +190,3 @@ def _archive_config(archive: Path, name: str) -> str:
     except (tarfile.TarError, KeyError, ValueError, TypeError, OSError, ChaosmirrorError) as exc:
         raise BundleError(f"{archive} is not a docker archive ({exc})") from None
     return "sha256:" + urllib.parse.unquote(config).removesuffix(".json").rsplit("/", 1)[-1]
-
-
-def _target_config(dest: Registry, dst: ImageRef) -> str:
-    try:
-        manifest = dest.manifest(dst)
-    except NotFoundError:
-        return ""
-    return "" if manifest.is_index else str(manifest.config().digest)

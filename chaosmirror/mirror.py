@@ -236,7 +236,7 @@ def mirror_release(
     report = Report("plan" if dry_run else "mirror", release.name, str(settings.target))
     items = collect_items(release.images(settings.groups), settings.target, settings.source_mirrors)
     try:
-        with Session(settings, report, on_bytes=on_bytes) as (registries, engine):
+        with Session(settings, report, on_bytes=on_bytes, copies=not dry_run) as (registries, engine):
             _mirror(items, report, settings=settings, registries=registries, engine=engine, dry_run=dry_run,
                     on_event=on_event, on_phase=on_phase)  # fmt: skip
     except (RegistryError, EngineError) as exc:
@@ -246,18 +246,37 @@ def mirror_release(
     return report
 
 
+class NoCopies:
+    """The engine of a dry run: plans as skopeo would, needs nothing installed, copies nothing."""
+
+    name = ""
+    exact = True
+    platform: Platform | None = None
+
+    def copy(self, src: object, dst: object) -> str:
+        raise EngineError("a dry run copies nothing")
+
+    def close(self) -> None:
+        pass
+
+
 class Session:
     """The registries and the engine of one run: opened together, closed together, timed on the report."""
 
-    def __init__(self, settings: Settings, report: Report, *, on_bytes: Callable[[int], None] | None = None) -> None:
+    def __init__(self, settings: Settings, report: Report, *, on_bytes: Callable[[int], None] | None = None,
+                 copies: bool = True) -> None:  # fmt: skip
         self.settings = settings
         self.report = report
         self.on_bytes = on_bytes
+        self.copies = copies
         self.registries = settings.registries()
         self.engine: Engine | None = None
 
     def __enter__(self) -> tuple[Registries, Engine]:
-        self.engine = make_engine(self.settings.engine, self.registries, on_bytes=self.on_bytes)
+        if self.copies or self.settings.engine == "docker":  # a docker plan needs the daemon's platform
+            self.engine = make_engine(self.settings.engine, self.registries, on_bytes=self.on_bytes)
+        else:
+            self.engine = NoCopies()
         self.report.engine = self.engine.name
         return self.registries, self.engine
 
@@ -300,7 +319,7 @@ def platforms_for(engine: Engine, settings: Settings) -> tuple[Platform, ...]:
     if len(settings.platforms) > 1:
         raise ChaosmirrorError(f"the {engine.name} engine keeps one platform per image: give one --platform, "
                                "or use --engine skopeo to copy several")  # fmt: skip
-    return settings.platforms or (getattr(engine, "platform", Platform("linux", "amd64")),)
+    return settings.platforms or (engine.platform or Platform("linux", "amd64"),)
 
 
 def warn_multi_arch(

@@ -134,7 +134,8 @@ class Plan:
         return sum(1 for a in self.actions if a.kind == kind)
 
 
-def _parts(top: Manifest, selection: Selection, children: dict[str, Manifest]) -> tuple[Part, ...]:
+def parts_of(top: Manifest, selection: Selection, children: dict[str, Manifest]) -> tuple[Part, ...]:
+    """The manifests a copy of `selection` moves, each with every blob it references."""
     manifests = [top] if not top.is_index else [children[d.digest] for d in selection.parts if d.digest in children]
     out = []
     for manifest in manifests:
@@ -157,7 +158,7 @@ def decide(item: Item, seen: Observed, wanted: tuple[Platform, ...], *, exact: b
         return Action(
             "skip", item, selection.digest, seen.top.digest, selection, reason="target already holds this digest"
         )
-    parts = _parts(seen.top, selection, seen.children)
+    parts = parts_of(seen.top, selection, seen.children)
     if not exact and seen.target_configs and _configs(seen, parts) <= seen.target_configs:
         return Action("skip", item, seen.target_digest or "", seen.top.digest, selection,
                       reason="target already holds this image (same config)")  # fmt: skip

@@ -341,3 +341,10 @@ def test_copies_of_shared_layers_and_split_indexes_give_the_same_digests(rig, ac
     for name_tag, digest in source_digests(rig).items():
         name, tag = name_tag.split(":")
         assert target_client.digest(f"{account}/{name}", tag) == digest
+
+
+def test_plan_needs_no_copy_engine(rig, chaosmirror, account, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no skopeo, no docker
+    run = chaosmirror("plan", "1.47.0", *rig.args(), "--account", account)
+    assert run.code == 0, run.output
+    assert "14 to copy" in run.output

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from chaosmirror.errors import EngineError
+from chaosmirror.manifest import Platform
 from chaosmirror.ref import ImageRef, Location
 from chaosmirror.registry import Registries
 
@@ -19,6 +20,7 @@ class Engine(Protocol):
 
     name: str
     exact: bool  # keeps manifests byte for byte: same digests, whole indexes
+    platform: Platform | None  # the one platform an inexact engine copies when none is asked for
 
     def copy(self, src: Location, dst: Location) -> str:
         """Copy one image from `src` to `dst` (registry, OCI layout or docker-archive), keeping its

@@ -72,7 +72,7 @@ class DockerEngine:
             version = self.client.version()
         except (DockerException, OSError) as exc:
             raise EngineError(explain_daemon(exc, self.host)) from None
-        self.platform = Platform(str(version.get("Os", "linux")), str(version.get("Arch", "amd64")))
+        self.platform: Platform | None = Platform(str(version.get("Os", "linux")), str(version.get("Arch", "amd64")))
         self._lock = threading.Lock()
         self._loaded: set[Path] = set()
         self._added: set[str] = set()  # names this run created in the daemon; removed on close

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from chaosmirror.auth import Role, hint, write_auth_file
 from chaosmirror.errors import EngineError
+from chaosmirror.manifest import Platform
 from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef, Location
 from chaosmirror.registry import Registries
 
@@ -63,6 +64,7 @@ class Skopeo:
 
     name = "skopeo"
     exact = True
+    platform: Platform | None = None  # every platform, or the ones asked for
 
     def __init__(self, registries: Registries, *, binary: str | None = None) -> None:
         self.binary = binary or find_skopeo()
