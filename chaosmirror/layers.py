@@ -76,11 +76,7 @@ class Seeder:
         try:
             if target.has_blob(layer.home, layer.digest):
                 return True
-            stream = self._open(layer.source, layer.digest)
-            try:
-                target.upload_blob(layer.home, layer.digest, layer.size, stream)
-            finally:
-                stream.close()
+            target.upload_blob(layer.home, layer.digest, layer.size, lambda: self._open(layer.source, layer.digest))
             return True
         except RegistryError:
             return False

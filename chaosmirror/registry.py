@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -312,8 +313,9 @@ class Registry:
             conn.close()
             raise RegistryError(self._unreachable(exc)) from None
 
-    def upload_blob(self, ref: ImageRef, digest: str, size: int, stream: BinaryIO) -> None:
-        """Upload in one PUT (the registry checks the digest); raises RegistryError if refused."""
+    def upload_blob(self, ref: ImageRef, digest: str, size: int, source: Callable[[], BinaryIO]) -> None:
+        """Upload in one PUT (the registry checks the digest); raises RegistryError if refused.
+        `source` opens a fresh stream of the blob's bytes each time it is called (a retry reopens it)."""
         resp = self.request("POST", f"/v2/{ref.repository}/blobs/uploads/", scope=self._scope(ref, True))
         self._expect(resp, 202, f"start an upload to {ref.repository}")
         location = urllib.parse.urlsplit(resp.headers.get("location", ""))
@@ -321,13 +323,17 @@ class Registry:
             raise RegistryError(f"{self.endpoint.host} sends uploads to another host ({location.netloc})")
         query = f"{location.query}&" if location.query else ""
         path = f"{location.path}?{query}digest={urllib.parse.quote(digest)}"
-        resp = self.request(
-            "PUT",
-            path,
-            scope=self._scope(ref, True),
-            body=stream,
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-        )
+        stream = source()
+        try:
+            resp = self.request(
+                "PUT",
+                path,
+                scope=self._scope(ref, True),
+                body=stream,
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            )
+        finally:
+            stream.close()
         self._expect(resp, 201, f"upload {digest} to {ref.repository}")
 
     def mount_blob(self, ref: ImageRef, digest: str, from_repository: str) -> bool:
