@@ -3,12 +3,14 @@
 `RegistryServer` runs Debian's `docker-registry` (the CNCF distribution server) on a free
 127.0.0.1 port, optionally behind htpasswd auth and TLS with a CA made here by `openssl`.
 `push` uploads stand-in images to a plain-HTTP registry with the distribution API directly.
+Each server keeps an access log, so a test can count the requests a run made (`requests()`).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import re
 import shutil
 import socket
 import ssl
@@ -37,6 +39,18 @@ def need(tool: str, package: str) -> str:
     if path is None:
         raise RuntimeError(f"{tool} is not installed; install the Debian package {package} (make setup does)")
     return path
+
+
+@dataclass(frozen=True)
+class Logged:
+    """One request in a registry's access log."""
+
+    method: str
+    path: str
+    status: int
+
+
+_ACCESS_RE = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" ([0-9]{3}) ')
 
 
 @dataclass(frozen=True)
@@ -114,7 +128,7 @@ class RegistryServer:
             http_conf["tls"] = {"certificate": str(self.tls.cert), "key": str(self.tls.key)}
         conf: dict[str, object] = {
             "version": "0.1",
-            "log": {"level": "error", "accesslog": {"disabled": True}},
+            "log": {"level": "error", "accesslog": {"disabled": False}},
             "storage": {
                 "filesystem": {"rootdirectory": str(self.folder / "data")},
                 "cache": {"blobdescriptor": "inmemory"},
@@ -174,6 +188,12 @@ class RegistryServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+    def requests(self, since: int = 0) -> list[Logged]:
+        """Requests the server has logged (all of them, or those after the first `since`)."""
+        text = (self.folder / "registry.log").read_text(errors="replace")
+        found = [Logged(m[1], m[2], int(m[3])) for m in _ACCESS_RE.finditer(text)]
+        return found[since:]
 
     def wipe(self) -> None:
         """Stop, delete every stored image, start again on the same port."""
