@@ -1,12 +1,15 @@
 """Credentials: where they come from, and how they reach skopeo without ever touching argv or logs.
 
 Lookup order for a registry, per role (`src` for where images are read, `dest` for the target):
-1. `CHAOSMIRROR_SRC_USERNAME`/`_PASSWORD` or `CHAOSMIRROR_DEST_USERNAME`/`_PASSWORD` (for CI);
+1. `CHAOSMIRROR_SRC_USERNAME`/`_PASSWORD` or `CHAOSMIRROR_DEST_USERNAME`/`_PASSWORD` (for CI). The
+   source pair goes to the registries the images name (docker.io), not to a `--source-mirror` host,
+   unless `CHAOSMIRROR_SRC_REGISTRY` (comma-separated hosts) names where it belongs: a Docker Hub
+   token must never reach mirror.gcr.io;
 2. the standard auth files, in the order skopeo and podman read them: `$REGISTRY_AUTH_FILE`,
    `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.config/containers/auth.json`,
    `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, `~/.dockercfg`;
    `credHelpers` and `credsStore` entries run the `docker-credential-*` helper they name.
-A secret found anywhere is handed on in a 0600 auth file in a private temporary folder.
+A secret found anywhere reaches skopeo in an in-memory file (see engines/skopeo.py), never on disk.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ ENV_NAMES: dict[Role, tuple[str, str]] = {
     "src": ("CHAOSMIRROR_SRC_USERNAME", "CHAOSMIRROR_SRC_PASSWORD"),
     "dest": ("CHAOSMIRROR_DEST_USERNAME", "CHAOSMIRROR_DEST_PASSWORD"),
 }
+SRC_REGISTRY = "CHAOSMIRROR_SRC_REGISTRY"
 HIDDEN = "<hidden>"
 
 
@@ -128,14 +132,29 @@ def _from_file(path: Path, host: str, repository: str) -> Credential | None:
     return None
 
 
+def env_applies(host: str, role: Role, env: Mapping[str, str], mirror_hosts: frozenset[str]) -> bool:
+    """Whether the role's CHAOSMIRROR_* credentials are meant for `host`."""
+    if role == "dest":
+        return True
+    named = {h.strip() for h in env.get(SRC_REGISTRY, "").split(",") if h.strip()}
+    if named:
+        return host in named
+    return host not in mirror_hosts
+
+
 def find_credential(
-    host: str, role: Role, *, repository: str = "", env: Mapping[str, str] | None = None
+    host: str,
+    role: Role,
+    *,
+    repository: str = "",
+    env: Mapping[str, str] | None = None,
+    mirror_hosts: frozenset[str] = frozenset(),
 ) -> Credential | None:
     """The credential for `host` in `role`, or None for anonymous access."""
     env = os.environ if env is None else env
     user_var, pass_var = ENV_NAMES[role]
     user, password = env.get(user_var, ""), env.get(pass_var, "")
-    if user or password:
+    if (user or password) and env_applies(host, role, env, mirror_hosts):
         if not (user and password):
             missing = pass_var if user else user_var
             raise ChaosmirrorError(f"{missing} is not set; set both {user_var} and {pass_var}, or neither")
@@ -147,11 +166,6 @@ def find_credential(
     return None
 
 
-def write_auth_file(folder: Path, name: str, entries: Mapping[str, Credential]) -> Path:
-    """A containers-auth.json(5) file readable by its owner only; created 0600, never widened."""
-    path = folder / name
-    body = json.dumps({"auths": {host: {"auth": cred.basic()} for host, cred in entries.items()}}).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(body)
-    return path
+def auth_json(entries: Mapping[str, Credential]) -> bytes:
+    """A containers-auth.json(5) document for `entries` (host -> credential)."""
+    return json.dumps({"auths": {host: {"auth": cred.basic()} for host, cred in entries.items()}}).encode()

@@ -41,12 +41,18 @@ class Endpoint:
 
 
 def ssl_context(endpoint: Endpoint) -> ssl.SSLContext:
+    return trust_for(endpoint.host, insecure=endpoint.insecure, ca_file=endpoint.ca_file)
+
+
+def trust_for(host: str, *, insecure: bool = False, ca_file: Path | None = None) -> ssl.SSLContext:
+    """The TLS context for `host`: no verification if insecure, else the system CAs, --ca-cert and
+    the host's folder in the certs.d folders that skopeo and Docker read."""
     ctx = ssl.create_default_context()
-    if endpoint.insecure:
+    if insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         return ctx
-    for path in endpoint.cert_files():
+    for path in Endpoint(host, "src", None, False, ca_file).cert_files():
         try:
             ctx.load_verify_locations(cafile=str(path))
         except (OSError, ssl.SSLError) as exc:

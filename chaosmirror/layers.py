@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from chaosmirror.errors import RegistryError
+from chaosmirror.errors import ChaosmirrorError
 from chaosmirror.ref import ImageRef, LayoutRef
 from chaosmirror.registry import Registries
 
@@ -67,7 +67,10 @@ class Seeder:
     def _seed(self, layer: SharedLayer) -> None:
         ok = False
         try:
-            ok = self._upload(layer) and all(self._mounts.map(lambda repo: self._mount(layer, repo), layer.mounts))
+            if not self.registries.run.stopped:
+                ok = self._upload(layer) and all(self._mounts.map(lambda repo: self._mount(layer, repo), layer.mounts))
+        except Exception:  # noqa: BLE001 - seeding only saves work: the engine copies what it could not
+            ok = False
         finally:
             self.on_done(layer.digest, ok)
 
@@ -78,7 +81,7 @@ class Seeder:
                 return True
             target.upload_blob(layer.home, layer.digest, layer.size, lambda: self._open(layer.source, layer.digest))
             return True
-        except RegistryError:
+        except ChaosmirrorError:
             return False
 
     def _open(self, source: ImageRef | LayoutRef, digest: str) -> BinaryIO:
@@ -89,7 +92,7 @@ class Seeder:
     def _mount(self, layer: SharedLayer, repo: ImageRef) -> bool:
         try:
             return self.registries.for_ref(repo, "dest").mount_blob(repo, layer.digest, layer.home.repository)
-        except RegistryError:
+        except ChaosmirrorError:
             return False
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ Tasks go largest first, which keeps every worker busy to the end.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -16,8 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from chaosmirror.engines import Engine, make_engine
-from chaosmirror.errors import ChaosmirrorError, EngineError, RegistryError
+from chaosmirror.errors import ChaosmirrorError, EngineError, Interrupted, RegistryError
 from chaosmirror.layers import Seeder, shared_layers
+from chaosmirror.lifecycle import Run
 from chaosmirror.manifest import Platform, platform_children
 from chaosmirror.plan import Action, Item, Observed, Part, Plan, build_plan, collect_items
 from chaosmirror.ref import ImageRef, LayoutRef
@@ -69,16 +71,17 @@ class _Gate:
         self.done: set[str] = set()
         self.cond = threading.Condition()
 
-    def take(self) -> tuple[Task, set[str]] | None:
+    def take(self, run: Run | None = None) -> tuple[Task, set[str]] | None:
+        """The next task and the blobs it now owns; None when none is left or the run stopped."""
         with self.cond:
-            while self.pending:
+            while self.pending and not (run and run.stopped):
                 for task in self.pending:
                     mine = set(task.part.blobs - self.done)
                     if not mine & self.claimed:
                         self.pending.remove(task)
                         self.claimed |= mine
                         return task, mine
-                self.cond.wait()
+                self.cond.wait(0.25)
             return None
 
     def release(self, blobs: set[str], *, ok: bool) -> None:
@@ -109,7 +112,7 @@ def entry_for(action: Action, status: Status, *, seconds: float = 0.0, error: st
         platforms,
         action.size,
         seconds,
-        action.reason if status != "failed" else "",
+        action.reason if status not in ("failed", "interrupted") else "",
         error,
         action.source_digest,
     )
@@ -124,32 +127,80 @@ class _Progress:
     started: float = 0.0
     errors: list[str] = field(default_factory=list)
     held: str = ""
+    interrupted: bool = False
 
 
 def finish(action: Action, progress: _Progress, registries: Registries, *, exact: bool = True) -> Entry:
-    """Once every part is in: put the index if there is one, and check the target has the planned
-    digest. An engine that cannot keep digests (`exact` false) records the digest it pushed."""
+    """Once every part is in: put the index if there is one, then check with a HEAD of our own
+    that the target holds the planned digest (for an engine that cannot keep digests, `exact`
+    false, the digest the engine pushed); only then is the image `copied`."""
 
     def seconds() -> float:
         return time.monotonic() - progress.started
 
+    if progress.interrupted:
+        return entry_for(action, "interrupted", seconds=seconds(), error=registries.run.reason)
     if progress.errors:
         return entry_for(action, "failed", seconds=seconds(), error="; ".join(dict.fromkeys(progress.errors)))
     assert action.selection is not None
+    dest = registries.for_ref(action.item.dst, "dest")
     try:
-        held = progress.held
         if progress.puts_index and action.selection.index is not None:
-            held = registries.for_ref(action.item.dst, "dest").put_manifest(action.item.dst, action.selection.index)
-        if not exact:
-            return replace(entry_for(action, "copied", seconds=seconds()), digest=held)
-        if held != action.digest:
-            raise ChaosmirrorError(
-                f"after the copy the target holds {held or 'nothing'} at {action.item.dst}, "
-                f"not the planned {action.digest}"
-            )
+            dest.put_manifest(action.item.dst, action.selection.index)
+        expected = action.digest if exact else progress.held
+        held = dest.digest(action.item.dst)
+        if held != expected:
+            planned = "the planned" if exact else "the pushed"
+            raise ChaosmirrorError(f"after the copy the target holds {held or 'nothing'} at {action.item.dst}, "
+                                   f"not {planned} {expected or 'digest'}")  # fmt: skip
+    except Interrupted:
+        return entry_for(action, "interrupted", seconds=seconds(), error=registries.run.reason)
     except ChaosmirrorError as exc:
         return entry_for(action, "failed", seconds=seconds(), error=str(exc))
-    return entry_for(action, "copied", seconds=seconds())
+    entry = entry_for(action, "copied", seconds=seconds())
+    return entry if exact else replace(entry, digest=progress.held)
+
+
+def copy_with_retries(engine: Engine, task: Task, registries: Registries) -> str:
+    """One engine copy, under the hosts' limiters; a transient failure (a 5xx, a 429, a dropped
+    connection, an outage) is retried with the transport's backoff. skopeo then skips the blobs
+    that already landed, so a retry resumes where the last attempt broke off."""
+    run, policy = registries.run, registries.policy
+    hosts = [where.registry for where in (task.src, task.dst) if isinstance(where, ImageRef)]
+    limiters = [registries.limiter(host) for host in dict.fromkeys(hosts)]
+    attempts = policy.retries + 1
+    for attempt in range(attempts):
+        run.check()
+        taken = []
+        throttled = False
+        try:
+            for limiter in limiters:
+                limiter.acquire(run)
+                taken.append(limiter)
+            return engine.copy(task.src, task.dst)
+        except EngineError as exc:
+            throttled = exc.kind == "rate-limited"
+            if not exc.transient or attempt == attempts - 1:
+                if exc.transient and attempts > 1:
+                    raise EngineError(f"{exc} (gave up after {attempts} attempts)", kind=exc.kind) from None
+                raise
+            wait = policy.delay(attempt, exc.retry_after)
+        finally:
+            for limiter in reversed(taken):
+                limiter.release(throttled=throttled)
+        if run.wait(wait):
+            raise Interrupted(run.reason)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _quiet(callback: Callable[[Event], None]) -> Callable[[Event], None]:
+    """A progress callback whose failures cannot end the run (the report still tells everything)."""
+
+    def call(event: Event) -> None:
+        with contextlib.suppress(Exception):  # progress is a display; the report is the record
+            callback(event)
+
+    return call
 
 
 def run(
@@ -162,13 +213,17 @@ def run(
     on_event: Callable[[Event], None] = lambda e: None,
     on_phase: Callable[[str], None] = lambda m: None,
 ) -> list[Entry]:
-    """Run every copy of `plan`; a failed image is an entry, never an exception. Entries in plan order."""
+    """Run every copy of `plan`; a failed image is an entry, never an exception. Entries in plan
+    order. When the run stops (registries.run), no new copy starts and what did not finish is
+    `interrupted`. An image that is the same as another's (`twin`) takes that one's outcome."""
+    stop = registries.run
+    emit = _quiet(on_event)
     results: dict[int, Entry] = {}
     for i, action in enumerate(plan.actions):
-        if action.kind != "copy":
+        if action.kind != "copy" and action.twin is None:
             status: Status = "skipped" if action.kind == "skip" else "failed"
             results[i] = entry_for(action, status, error=action.reason if status == "failed" else "")
-            on_event(Event("done", action, results[i]))
+            emit(Event("done", action, results[i]))
     by_action = {id(a): tasks_for(a, split=split) for a in plan.actions if a.kind == "copy"}
     tasks = [t for ts in by_action.values() for t in ts]
     progress = {key: _Progress(len(ts), ts[0].dst != ts[0].action.item.dst) for key, ts in by_action.items()}
@@ -181,33 +236,39 @@ def run(
     seeder = Seeder(registries, jobs=jobs, on_done=lambda digest, ok: gate.release({digest}, ok=ok))
 
     def worker() -> None:
-        while (taken := gate.take()) is not None:
+        while (taken := gate.take(stop)) is not None:
             task, mine = taken
             state = progress[id(task.action)]
             with lock:
                 first = not state.started
                 state.started = state.started or time.monotonic()
             if first:
-                on_event(Event("start", task.action))
+                emit(Event("start", task.action))
+            held, error, cut = "", "", False
             try:
-                held = engine.copy(task.src, task.dst)
-                error = ""
+                held = copy_with_retries(engine, task, registries)
+            except Interrupted:
+                cut = True
             except ChaosmirrorError as exc:
-                held, error = "", str(exc)
+                error = str(exc)
             except Exception as exc:  # noqa: BLE001 - one image's bug must not stop the others
-                held, error = "", f"unexpected {type(exc).__name__}: {exc}"
-            gate.release(mine, ok=not error)
+                error = f"internal error: {type(exc).__name__}: {exc}"
+            gate.release(mine, ok=not (error or cut))
             with lock:
                 state.remaining -= 1
-                state.held = held
+                state.held = held or state.held
+                state.interrupted = state.interrupted or cut
                 if error:
                     state.errors.append(error)
                 last = state.remaining == 0
             if last:
-                entry = finish(task.action, state, registries, exact=engine.exact)
+                try:
+                    entry = finish(task.action, state, registries, exact=engine.exact)
+                except Exception as exc:  # noqa: BLE001 - as above
+                    entry = entry_for(task.action, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
                 with lock:
                     results[position[id(task.action)]] = entry
-                on_event(Event("done", task.action, entry))
+                emit(Event("done", task.action, entry))
 
     workers = max(1, min(jobs, len(tasks)))
     try:
@@ -217,7 +278,25 @@ def run(
                 future.result()
     finally:
         seeder.close()
+    for i, action in enumerate(plan.actions):  # not started, or cut short, because the run stopped
+        if i not in results and action.twin is None:
+            results[i] = entry_for(action, "interrupted", error=stop.reason)
+            emit(Event("done", action, results[i]))
+    index = {action.item: results[i] for i, action in enumerate(plan.actions) if i in results}
+    for i, action in enumerate(plan.actions):
+        if action.twin is not None:
+            results[i] = twin_entry(action, index.get(action.twin))
+            emit(Event("done", action, results[i]))
     return [results[i] for i in range(len(plan.actions))]
+
+
+def twin_entry(action: Action, twin: Entry | None) -> Entry:
+    """The outcome of an image that lands where another one of the run did (same image)."""
+    if twin is None or twin.status in ("copied", "skipped"):
+        digest = twin.digest if twin else action.digest
+        return replace(entry_for(action, "skipped"), digest=digest)
+    status: Status = "interrupted" if twin.status == "interrupted" else "failed"
+    return entry_for(action, status, error=f"not copied: it is the same image as {twin.source}, which {twin.status}")
 
 
 def mirror_release(
@@ -225,24 +304,42 @@ def mirror_release(
     settings: Settings,
     *,
     dry_run: bool = False,
+    run: Run | None = None,
+    report: Report | None = None,
     on_event: Callable[[Event], None] = lambda e: None,
     on_phase: Callable[[str], None] = lambda m: None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> Report:
     """Survey, plan and (unless `dry_run`) copy a release's images to the target; never raises for
-    a failed image. A failure that stops the whole run (target unreachable, credentials refused) is
-    the report's `error`, with every image marked failed. Two sources colliding at the target raise."""
+    a failed image, and fills `report` as it goes (so a caller can write it whatever happens). A
+    failure that stops the whole run (target unreachable, credentials refused) is the report's
+    `error`, with every image marked failed; a stop (`run`) leaves what did not finish
+    `interrupted`. Two sources colliding at the target raise PlanConflict, with the report's error set."""
     assert settings.target is not None
-    report = Report("plan" if dry_run else "mirror", release.name, str(settings.target))
+    report = report or Report("plan" if dry_run else "mirror", release.name, str(settings.target))
     items = collect_items(release.images(settings.groups), settings.target, settings.source_mirrors)
+    run = run or Run.current() or Run()
     try:
-        with Session(settings, report, on_bytes=on_bytes, copies=not dry_run) as (registries, engine):
+        with Session(settings, report, run=run, on_bytes=on_bytes, copies=not dry_run, on_phase=on_phase) as (
+            registries,
+            engine,
+        ):
             _mirror(items, report, settings=settings, registries=registries, engine=engine, dry_run=dry_run,
                     on_event=on_event, on_phase=on_phase)  # fmt: skip
+    except Interrupted:
+        done = {e.source for e in report.entries}
+        report.entries += [Entry(str(i.src), str(i.dst), "interrupted", uses=i.uses, pulled_from=str(i.pull),
+                                 error=run.reason) for i in items if str(i.src) not in done]  # fmt: skip
     except (RegistryError, EngineError) as exc:
         report.error = str(exc)
         report.entries = [Entry(str(i.src), str(i.dst), "failed", uses=i.uses, pulled_from=str(i.pull), error=str(exc))
                           for i in items]  # fmt: skip
+    except ChaosmirrorError as exc:
+        report.error = str(exc)
+        raise
+    if run.stopped:
+        report.interrupted = run.reason
+        report.signal = run.signal or 0
     return report
 
 
@@ -261,18 +358,28 @@ class NoCopies:
 
 
 class Session:
-    """The registries and the engine of one run: opened together, closed together, timed on the report."""
+    """The registries and the engine of one run: opened together, closed together (at once when
+    the run stops, which ends every transfer in flight), timed on the report."""
 
-    def __init__(self, settings: Settings, report: Report, *, on_bytes: Callable[[int], None] | None = None,
-                 copies: bool = True) -> None:  # fmt: skip
+    def __init__(self, settings: Settings, report: Report, *, run: Run | None = None,
+                 on_bytes: Callable[[int], None] | None = None, copies: bool = True,
+                 on_phase: Callable[[str], None] = lambda m: None) -> None:  # fmt: skip
         self.settings = settings
         self.report = report
         self.on_bytes = on_bytes
         self.copies = copies
-        self.registries = settings.registries()
+        self.run = run or Run.current() or Run()
+
+        def note(message: str) -> None:
+            report.notes.append(message)
+            on_phase(message)
+
+        self.registries = settings.registries(run=self.run, note=note)
         self.engine: Engine | None = None
+        self._unhook: Callable[[], None] = lambda: None
 
     def __enter__(self) -> tuple[Registries, Engine]:
+        self._unhook = self.run.on_stop(self.registries.close)
         if self.copies or self.settings.engine == "docker":  # a docker plan needs the daemon's platform
             self.engine = make_engine(self.settings.engine, self.registries, on_bytes=self.on_bytes)
         else:
@@ -281,9 +388,12 @@ class Session:
         return self.registries, self.engine
 
     def __exit__(self, *exc: object) -> None:
+        self._unhook()
         if self.engine is not None:
             self.engine.close()
         self.registries.close()
+        for host, count in sorted(self.registries.retried().items()):
+            self.report.notes.append(f"{count} requests to {host} were retried")
         self.report.finished = time.time()
 
 

@@ -42,6 +42,7 @@ class Observed:
     children: dict[str, Manifest] = field(default_factory=dict)
     platform: Platform | None = None  # of a single-platform image, read from its config
     error: str = ""
+    target_error: str = ""  # the target could not tell what it holds at the tag
     # Config digests of what the target holds at the tag (of each platform, for an index): how a
     # copy that cannot keep digests (the Docker engine) recognises an image already there.
     target_configs: frozenset[str] = frozenset()
@@ -118,6 +119,7 @@ class Action:
     selection: Selection | None = None
     parts: tuple[Part, ...] = ()
     reason: str = ""
+    twin: Item | None = None  # a skip whose outcome is that of another item's copy (same image, same place)
 
     @property
     def size(self) -> int:
@@ -149,6 +151,8 @@ def decide(item: Item, seen: Observed, wanted: tuple[Platform, ...], *, exact: b
     keep digests (`exact` false), an image is already there when the target holds its config."""
     if seen.error or seen.top is None:
         return Action("fail", item, reason=seen.error or "source not read")
+    if seen.target_error:
+        return Action("fail", item, source_digest=seen.top.digest, reason=seen.target_error)
     selection = choose(seen.top, wanted, seen.platform)
     if selection.error:
         return Action(
@@ -204,6 +208,7 @@ def build_plan(items: list[Item], observed: dict[Item, Observed], wanted: tuple[
                     action.source_digest,
                     action.selection,
                     reason=f"same image as {first.item.src}",
+                    twin=first.item,
                 )
             )
         else:

@@ -1,7 +1,8 @@
 """The result of a run: one entry per image, a JSON envelope for CI, and the summary table.
 
 The JSON is versioned (`"format": 1`) and says overall whether the run succeeded, partly failed,
-or failed before copying. It never holds a credential: entries carry references, digests and
+failed before copying, or was interrupted (a signal stopped it; the images it did not finish say
+`interrupted`). It never holds a credential: entries carry references, digests and
 messages that were already scrubbed.
 """
 
@@ -16,7 +17,7 @@ from typing import Literal
 
 from chaosmirror import __version__
 
-Status = Literal["copied", "skipped", "failed", "planned"]
+Status = Literal["copied", "skipped", "failed", "planned", "interrupted"]
 FORMAT = 1
 
 
@@ -64,20 +65,27 @@ class Report:
     engine: str = ""
     entries: list[Entry] = field(default_factory=list)
     error: str = ""  # a failure that stopped the whole run
+    interrupted: str = ""  # why the run stopped early (a signal), if it did
+    signal: int = 0
     started: float = field(default_factory=time.time)
     finished: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what the run noticed on the way (retries, downgrades)
 
     def count(self, status: str) -> int:
         return sum(1 for e in self.entries if e.status == status)
 
     @property
     def status(self) -> str:
+        if self.interrupted:
+            return "interrupted"
         if self.error:
             return "error"
         return "partial" if self.count("failed") else "success"
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return 128 + self.signal if self.signal else 130
         return 1 if self.error or self.count("failed") else 0
 
     def to_json(self) -> dict[str, object]:
@@ -89,11 +97,12 @@ class Report:
             "target": self.target,
             "engine": self.engine,
             "status": self.status,
-            "error": self.error or None,
+            "error": self.error or self.interrupted or None,
             "started": _iso(self.started),
             "finished": _iso(self.finished or time.time()),
             "seconds": round((self.finished or time.time()) - self.started, 3),
-            "summary": {s: self.count(s) for s in ("copied", "skipped", "failed", "planned")},
+            "summary": {s: self.count(s) for s in ("copied", "skipped", "failed", "planned", "interrupted")},
+            "notes": list(self.notes),
             "images": [e.to_json() for e in self.entries],
         }
 
@@ -144,8 +153,11 @@ def summary(report: Report) -> str:
     moved = sum(e.size for e in report.entries if e.status == "copied")
     seconds = (report.finished or time.time()) - report.started
     out.append("")
+    stopped = f", {report.count('interrupted')} interrupted" if report.count("interrupted") else ""
     out.append(
         f"{report.count('copied')} copied ({human_size(moved)}), {report.count('skipped')} already there, "
-        f"{report.count('failed')} failed, in {seconds:.1f}s"
+        f"{report.count('failed')} failed{stopped}, in {seconds:.1f}s"
     )
+    if report.interrupted:
+        out.append(f"{report.interrupted}: run the same command again to finish; what landed is kept")
     return "\n".join(out)

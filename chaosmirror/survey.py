@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from chaosmirror.errors import NotFoundError, RegistryError
+from chaosmirror.errors import ChaosmirrorError, Interrupted, NotFoundError, RegistryError
 from chaosmirror.manifest import Manifest, Platform
 from chaosmirror.plan import Item, Observed, choose, manifests_to_read
 from chaosmirror.ref import ImageRef
@@ -30,7 +30,8 @@ def check_target(registries: Registries, host: str) -> float:
 
 def observe(item: Item, registries: Registries, wanted: tuple[Platform, ...], *, target: bool = True,
             configs: bool = False) -> Observed:  # fmt: skip
-    """Everything the plan needs of one item. Source problems become `error`; target problems raise.
+    """Everything the plan needs of one item. Source problems become `error`, target problems
+    `target_error` (after the transport's retries): one bad answer fails one image, not the run.
     Without `target` (an export), the target is not asked and every platform manifest is read.
     With `configs`, the config digests of what the target holds are read too (see Observed)."""
     assert isinstance(item.pull, ImageRef)
@@ -42,7 +43,10 @@ def observe(item: Item, registries: Registries, wanted: tuple[Platform, ...], *,
         return Observed(error=f"not found in the source{where}")
     except RegistryError as exc:
         return Observed(error=f"{exc}{where}")
-    target_digest = registries.for_ref(item.dst, "dest").digest(item.dst) if target else None
+    try:
+        target_digest = registries.for_ref(item.dst, "dest").digest(item.dst) if target else None
+    except RegistryError as exc:
+        return Observed(top, error="", target_error=f"cannot tell what the target holds: {exc}")
     try:
         platform = None
         if not top.is_index and (wanted or not target):  # an export records every image's platform
@@ -55,8 +59,24 @@ def observe(item: Item, registries: Registries, wanted: tuple[Platform, ...], *,
                 children[desc.digest] = source.manifest(item.pull.with_digest(desc.digest))
     except (RegistryError, ValueError) as exc:
         return Observed(top, target_digest, error=f"{exc}{where}")
-    held = target_configs(registries, item.dst) if configs and target_digest else frozenset()
+    try:
+        held = target_configs(registries, item.dst) if configs and target_digest else frozenset()
+    except RegistryError as exc:
+        return Observed(top, target_digest, children, platform, target_error=f"cannot read the target's image: {exc}")
     return Observed(top, target_digest, children, platform, target_configs=held)
+
+
+def _guarded(item: Item, registries: Registries, wanted: tuple[Platform, ...], target: bool,
+             configs: bool) -> Observed:  # fmt: skip
+    """`observe`, with any failure of one item kept to that item (a stop still stops the survey)."""
+    try:
+        return observe(item, registries, wanted, target=target, configs=configs)
+    except Interrupted:
+        raise
+    except ChaosmirrorError as exc:
+        return Observed(error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - a bug in one image's survey must not end the run
+        return Observed(error=f"internal error while reading it: {type(exc).__name__}: {exc}")
 
 
 def target_configs(registries: Registries, dst: ImageRef) -> frozenset[str]:
@@ -80,11 +100,10 @@ def survey(
     configs: bool = False,
     on_item: Callable[[Item, Observed], None] | None = None,
 ) -> dict[Item, Observed]:
-    """Observe every item with `jobs` threads; a target failure stops the survey and is raised."""
+    """Observe every item with `jobs` threads; a failure is the item's; Interrupted ends the survey."""
     out: dict[Item, Observed] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(items) or 1))) as pool:
-        futures = {item: pool.submit(observe, item, registries, wanted, target=target, configs=configs)
-                   for item in items}  # fmt: skip
+        futures = {item: pool.submit(_guarded, item, registries, wanted, target, configs) for item in items}
         for item, future in futures.items():
             out[item] = future.result()
             if on_item:

@@ -3,12 +3,12 @@ from __future__ import annotations
 import base64
 import json
 import os
-import stat
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from chaosmirror.auth import Credential, find_credential, write_auth_file
+from chaosmirror.auth import Credential, auth_json, find_credential
 from chaosmirror.errors import ChaosmirrorError
 
 
@@ -78,22 +78,43 @@ def test_credential_helpers_are_run(tmp_path):
     assert cred is not None and (cred.username, cred.password) == ("helper", "s-r.example.com")
 
 
-def test_auth_files_are_created_0600_and_passwords_never_print(tmp_path):
+def test_credentials_never_print_and_become_a_containers_auth_document():
     cred = Credential("bot", "hunter2", "test")
     assert "hunter2" not in repr(cred) and "<hidden>" in repr(cred)
-    path = write_auth_file(tmp_path, "a.json", {"r.example.com": cred})
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert json.loads(path.read_text())["auths"]["r.example.com"]["auth"] == b64("bot:hunter2")
-    with pytest.raises(FileExistsError):  # never written over, so never widened
-        write_auth_file(tmp_path, "a.json", {"r.example.com": cred})
+    assert json.loads(auth_json({"r.example.com": cred}))["auths"]["r.example.com"]["auth"] == b64("bot:hunter2")
 
 
-def test_the_skopeo_engine_keeps_auth_files_in_a_private_folder_it_removes():
+def test_the_skopeo_engine_hands_credentials_over_in_memory_only(tmp_path, monkeypatch):
     from chaosmirror.engines.skopeo import Skopeo
+    from chaosmirror.ref import ImageRef
     from chaosmirror.registry import Registries
 
-    engine = Skopeo(Registries(env={"CHAOSMIRROR_DEST_USERNAME": "bot", "CHAOSMIRROR_DEST_PASSWORD": "hunter2"}))
-    folder = engine._folder
-    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    registries = Registries(env={"CHAOSMIRROR_DEST_USERNAME": "bot", "CHAOSMIRROR_DEST_PASSWORD": "hunter2"},
+                            insecure=frozenset({"r.example.com", "src.example.com"}))  # fmt: skip
+    engine = Skopeo(registries, binary="/bin/true")
+    dst = ImageRef.parse("r.example.com/harness/x:1")
+    argv, fds = engine.argv(ImageRef.parse("src.example.com/harness/x:1"), dst, tmp_path / "digest")
+    (authfile,) = [a.split("=", 1)[1] for a in argv if a.startswith("--dest-authfile=")]
+    assert authfile == f"/proc/self/fd/{fds[0]}"
+    assert "hunter2" not in " ".join(argv)
+    doc = json.loads(os.pread(fds[0], 4096, 0))
+    assert doc["auths"]["r.example.com"]["auth"] == b64("bot:hunter2")
+    secrets = (b"hunter2", b64("bot:hunter2").encode())
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and any(x in p.read_bytes() for x in secrets)]
     engine.close()
-    assert not folder.exists()
+    with pytest.raises(OSError):
+        os.fstat(fds[0])  # closed with the engine: the memory is gone once no child holds it
+
+
+def test_source_credentials_stay_with_the_registry_they_belong_to():
+    env = {"CHAOSMIRROR_SRC_USERNAME": "hub-user", "CHAOSMIRROR_SRC_PASSWORD": "hub-token"}
+    mirrors = frozenset({"mirror.gcr.io"})
+    assert find_credential("docker.io", "src", env=env, mirror_hosts=mirrors) is not None
+    assert find_credential("mirror.gcr.io", "src", env=env, mirror_hosts=mirrors) is None  # not Docker Hub's token
+    named = {**env, "CHAOSMIRROR_SRC_REGISTRY": "mirror.gcr.io"}
+    assert find_credential("mirror.gcr.io", "src", env=named, mirror_hosts=mirrors) is not None
+    assert find_credential("docker.io", "src", env=named, mirror_hosts=mirrors) is None
+    dest = {"CHAOSMIRROR_DEST_USERNAME": "u", "CHAOSMIRROR_DEST_PASSWORD": "p"}
+    assert find_credential("registry.internal", "dest", env=dest, mirror_hosts=mirrors) is not None

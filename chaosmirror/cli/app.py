@@ -6,7 +6,9 @@ function, and renders.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,13 +31,24 @@ class RunFailed(click.ClickException):
 
 
 class _Cli(click.Group):
-    """Turns a ChaosmirrorError into a one-line message and its exit code (2 input, 1 failed run)."""
+    """Turns a ChaosmirrorError into a one-line message and its exit code (2 input, 1 failed run);
+    anything else becomes one line too, never a traceback (CHAOSMIRROR_DEBUG=1 shows it)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ChaosmirrorError as exc:
             raise (BadInput if exc.exit_code == 2 else RunFailed)(str(exc)) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            raise RunFailed(f"{exc.strerror or exc}:{where}".rstrip(":")) from None
+        except Exception as exc:
+            if os.environ.get("CHAOSMIRROR_DEBUG"):
+                raise
+            raise RunFailed(f"internal error: {type(exc).__name__}: {exc} (set CHAOSMIRROR_DEBUG=1 for the "
+                            "traceback, and please report it)") from None  # fmt: skip
 
 
 def manifests_option(f: F) -> F:
@@ -99,6 +112,11 @@ RUN_OPTIONS: list[Callable[[F], F]] = [
                  help="Trust this CA certificate (PEM) for the registries, besides the system ones."),
     click.option("--engine", type=click.Choice(["auto", "skopeo", "docker"]), default="auto", show_default=True,
                  envvar="CHAOSMIRROR_ENGINE", help="What copies the images."),
+    click.option("--retries", type=click.IntRange(0, 50), default=5, show_default=True, envvar="CHAOSMIRROR_RETRIES",
+                 help="Retry each request, and each image copy, up to N times on errors that can pass (dropped "
+                      "connections, timeouts, HTTP 408, 429, 5xx), with exponential backoff and Retry-After."),
+    click.option("--timeout", type=click.FloatRange(1, 3600), default=60, show_default=True, metavar="SECONDS",
+                 envvar="CHAOSMIRROR_TIMEOUT", help="Give up on a connection that is silent this long."),
     manifests_option,
 ]  # fmt: skip
 
@@ -126,6 +144,8 @@ def settings_from(
     insecure: tuple[str, ...] = (),
     ca_cert: Path | None = None,
     engine: str = "auto",
+    retries: int = 5,
+    timeout: float = 60.0,
 ) -> Any:
     from chaosmirror.manifest import Platform
     from chaosmirror.ref import SourceMirror, Target
@@ -140,16 +160,44 @@ def settings_from(
         insecure=frozenset(insecure),
         ca_file=ca_cert,
         engine=engine,
+        retries=retries,
+        timeout=timeout,
     )
 
 
-def _finish_run(report: Any, report_path: Path | None, *, after: Callable[[], None] | None = None) -> None:
-    """Write the report, print the summary, run `after` (e.g. --config-out), exit with the run's code."""
+def check_report_path(path: Path | None) -> None:
+    """Refuse, before anything is copied, a --report FILE that could not be written at the end."""
+    if path is None:
+        return
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise BadInput(f"--report {path}: that is a folder; give a file name")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.check-"):
+            pass
+    except OSError as exc:
+        raise BadInput(f"--report {path}: cannot write there ({exc.strerror or exc})") from None
+
+
+def write_report(report: Any, report_path: Path | None) -> None:
+    if report_path:
+        try:
+            report.write(report_path)
+        except OSError as exc:
+            click.echo(f"error: cannot write the report {report_path}: {exc.strerror or exc}", err=True)
+
+
+def _finish_run(report: Any, report_path: Path | None = None, *, after: Callable[[], None] | None = None,
+                summary_text: str | None = None) -> None:  # fmt: skip
+    """Print the summary, run `after` (e.g. --config-out), exit with the run's code; write the
+    report first if `report_path` is given (commands that wrote it already pass None)."""
     from chaosmirror.report import summary
 
-    if report_path:
-        report.write(report_path)
-    click.echo(summary(report))
+    write_report(report, report_path)
+    click.echo(summary(report) if summary_text is None else summary_text)
+    if report.interrupted:
+        click.echo(f"Error: {report.interrupted}", err=True)
+        sys.exit(report.exit_code)  # 128 + the signal
     if report.error:
         raise RunFailed(report.error)
     if after is not None:

@@ -16,9 +16,11 @@ from chaosmirror.cli.app import (
     RunFailed,
     _finish_run,
     catalog,
+    check_report_path,
     cli,
     settings_from,
     with_options,
+    write_report,
 )
 from chaosmirror.cli.config import config_after_run, pop_config_out
 from chaosmirror.cli.progress import Progress
@@ -60,14 +62,18 @@ def bundle_export(*, release: str, output: Path, kind: str, since: str | None, r
     The bundle is written under a temporary name and renamed only when complete; an interrupted
     export resumes when you run the same command again."""
     from chaosmirror.exporter import export_release
+    from chaosmirror.lifecycle import Run
 
+    check_report_path(report_path)
     cat = catalog(manifests)
     rel = cat.load(release)
     base = cat.load(since) if since else None
     progress = Progress(sys.stderr)
-    report = export_release(rel, settings_from(**options), output, kind=kind, since=base,
-                            on_phase=progress.phase, on_event=progress.event)  # fmt: skip
-    _finish_run(report, report_path)
+    with Run():
+        report = export_release(rel, settings_from(**options), output, kind=kind, since=base,
+                                on_phase=progress.phase, on_event=progress.event)  # fmt: skip
+        write_report(report, report_path)
+    _finish_run(report, None)
 
 
 @bundle.command("verify")
@@ -133,15 +139,22 @@ def bundle_import(file: Path, report_path: Path | None, manifests: Path | None, 
     platform of a docker-archive bundle (default linux/amd64)."""
     from chaosmirror.bundle import read_info
     from chaosmirror.importer import bundle_release, import_bundle
+    from chaosmirror.lifecycle import Run
 
     config = pop_config_out(options)  # bundle import --config-out DIR
+    check_report_path(report_path)
     settings = settings_from(**options)
     progress = Progress(sys.stderr)
-    report = import_bundle(file, settings, work_dir=work_dir, on_event=progress.event, on_phase=progress.phase)
-    progress.close()
+    with Run():
+        try:
+            report = import_bundle(file, settings, work_dir=work_dir, on_event=progress.event,
+                                   on_phase=progress.phase)  # fmt: skip
+        finally:
+            progress.close()
+        write_report(report, report_path)
 
     def write_config() -> None:
         if config is not None:
             config_after_run(config, bundle_release(read_info(file)), settings, report, dry_run=False)
 
-    _finish_run(report, report_path, after=write_config)
+    _finish_run(report, None, after=write_config)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from chaosmirror.cli.app import RunFailed, catalog, cli, copy_options, settings_from
+from chaosmirror.cli.app import _finish_run, catalog, check_report_path, cli, copy_options, settings_from, write_report
 from chaosmirror.cli.config import config_after_run, pop_config_out
 from chaosmirror.cli.progress import Progress
 from chaosmirror.release import Release
@@ -17,32 +17,32 @@ from chaosmirror.release import Release
 def _copy_command(
     release: str, dry_run: bool, report_path: Path | None, manifests: Path | None, **options: Any
 ) -> None:
+    from chaosmirror.lifecycle import Run
     from chaosmirror.mirror import mirror_release
-    from chaosmirror.report import summary
+    from chaosmirror.report import Report
 
     config = pop_config_out(options)  # mirror --config-out DIR
+    check_report_path(report_path)
     rel = catalog(manifests).load(release)
     settings = settings_from(**options)
     progress = Progress(sys.stderr)
     total = len(dict.fromkeys(i.ref for i in rel.images(settings.groups)))
-    if not dry_run:
-        progress.start(total)
-    try:
-        report = mirror_release(rel, settings, dry_run=dry_run, on_event=progress.event, on_phase=progress.phase,
-                                on_bytes=progress.moved)  # fmt: skip
-    finally:
-        progress.close()
-    if report_path:
-        report.write(report_path)
-    if dry_run:
-        click.echo(plan_table(rel, report))
-    else:
-        click.echo(summary(report))
-    if report.error:
-        raise RunFailed(report.error)
-    if config is not None:
-        config_after_run(config, rel, settings, report, dry_run=dry_run)
-    sys.exit(report.exit_code)
+    report = Report("plan" if dry_run else "mirror", rel.name, str(settings.target))
+    with Run() as run:
+        if not dry_run:
+            progress.start(total)
+        try:
+            mirror_release(rel, settings, dry_run=dry_run, run=run, report=report, on_event=progress.event,
+                           on_phase=progress.phase, on_bytes=progress.moved)  # fmt: skip
+        finally:
+            progress.close()
+            write_report(report, report_path)
+
+    def write_config() -> None:
+        if config is not None:
+            config_after_run(config, rel, settings, report, dry_run=dry_run)
+
+    _finish_run(report, None, after=write_config, summary_text=plan_table(rel, report) if dry_run else None)
 
 
 def plan_table(rel: Release, report: Any) -> str:
@@ -50,7 +50,7 @@ def plan_table(rel: Release, report: Any) -> str:
 
     rows = [
         [
-            {"planned": "copy", "skipped": "skip", "failed": "FAIL"}[e.status],
+            {"planned": "copy", "skipped": "skip", "failed": "FAIL", "interrupted": "STOP"}.get(e.status, e.status),
             e.source,
             e.destination,
             human_size(e.size) if e.size else "-",

@@ -12,10 +12,9 @@ from pathlib import Path
 
 from chaosmirror.auth import find_credential
 from chaosmirror.emit.model import ConfigError, ConfigRequest, Scope, Transport
-from chaosmirror.endpoint import Endpoint
 from chaosmirror.errors import RefError, RegistryError
 from chaosmirror.ref import ImageRef, Target, check_digest, is_loopback
-from chaosmirror.registry import Registry
+from chaosmirror.registry import Registries
 from chaosmirror.release import Release
 from chaosmirror.report import FORMAT, Entry
 
@@ -66,16 +65,16 @@ def probe_transport(host: str, *, insecure: bool, ca_file: Path | None) -> Trans
     ca_pem = read_ca(ca_file) if ca_file else ""
     if not (insecure or is_loopback(host)):
         return Transport(ca_pem=ca_pem)
-    registry = Registry(Endpoint(host, "dest", None, insecure, ca_file))
+    registries = Registries(insecure=frozenset({host}) if insecure else frozenset(), ca_file=ca_file)
     try:
-        plain = registry.plain_http
+        plain = registries.get(host, "dest").plain_http
     except RegistryError as exc:
         raise RegistryError(
             f"cannot tell how to reach {host}: {exc}. A loopback or --insecure-registry target is asked "
             "whether it speaks TLS: start it first"
         ) from None
     finally:
-        registry.close()
+        registries.close()
     if plain:
         return Transport(plain_http=True)
     return Transport(ca_pem=ca_pem, skip_verify=insecure)

@@ -22,7 +22,8 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound
 
 from chaosmirror.auth import Role, hint
-from chaosmirror.errors import EngineError
+from chaosmirror.engines.goerrors import classify_message
+from chaosmirror.errors import EngineError, Interrupted, Kind
 from chaosmirror.manifest import Platform
 from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef, Location
 from chaosmirror.registry import Registries
@@ -40,19 +41,27 @@ def explain_daemon(exc: BaseException, host: str) -> str:
             f"listens (or install skopeo and use --engine skopeo) [{text[:200]}]")  # fmt: skip
 
 
-def explain_stream(message: str, ref: object, role: Role) -> str:
-    low = message.lower()
-    if "toomanyrequests" in low or "rate limit" in low:
-        return (f"{ref}: the registry's pull rate limit was hit ({message}); log in "
+def stream_error(message: str, ref: object, role: Role) -> EngineError:
+    """The daemon's error message as an EngineError with its kind and advice. The daemon reports the
+    registry's error code ("toomanyrequests: ...") and Go's network errors in their fixed forms."""
+    kind: Kind = classify_message(message)
+    if kind == "rate-limited":
+        text = (f"{ref}: the registry's pull rate limit was hit ({message}); log in "
                 f"({hint(role)}), wait, or read through --source-mirror")  # fmt: skip
-    if "unauthorized" in low or "authentication required" in low or "denied" in low:
-        return f"{ref}: access denied ({message}); {hint(role)}"
-    if "x509" in low or "certificate" in low:
-        return (f"{ref}: the Docker daemon does not trust the registry's certificate ({message}); put its CA in "
+    elif kind in ("auth", "denied"):
+        text = f"{ref}: access denied ({message}); {hint(role)}"
+    elif kind == "tls":
+        text = (f"{ref}: the Docker daemon does not trust the registry's certificate ({message}); put its CA in "
                 "/etc/docker/certs.d/HOST/ca.crt on the daemon's machine")  # fmt: skip
-    if "manifest unknown" in low or "not found" in low:
-        return f"{ref} not found ({message})"
-    return f"{ref}: {message}"
+    elif kind == "not-found" or "not found" in message:
+        kind, text = "not-found", f"{ref} not found ({message})"
+    else:
+        text = f"{ref}: {message}"
+    return EngineError(text, kind=kind)
+
+
+def explain_stream(message: str, ref: object, role: Role) -> str:
+    return str(stream_error(message, ref, role))
 
 
 class DockerEngine:
@@ -129,8 +138,10 @@ class DockerEngine:
         aux: dict[str, Any] = {}
         seen: dict[str, int] = {}
         for event in events:
+            if self.registries.run.stopped:  # leaving the stream closes it: the daemon drops the transfer
+                raise Interrupted(self.registries.run.reason)
             if "error" in event:
-                raise EngineError(explain_stream(str(event["error"]), ref, role))
+                raise stream_error(str(event["error"]), ref, role)
             if event.get("aux"):
                 aux = event["aux"]
             detail = event.get("progressDetail") or {}
@@ -158,7 +169,7 @@ class DockerEngine:
             self._follow(events, ref, "src")
             return str(self.client.images.get(name).id)
         except (APIError, ImageNotFound) as exc:
-            raise EngineError(explain_stream(str(exc.explanation or exc), ref, "src")) from None
+            raise stream_error(str(exc.explanation or exc), ref, "src") from None
         except DockerException as exc:
             raise EngineError(explain_daemon(exc, self.host)) from None
 
@@ -192,7 +203,7 @@ class DockerEngine:
                                           auth_config=self._auth(dst, "dest"))  # fmt: skip
             aux = self._follow(events, dst, "dest")
         except (APIError, DockerException) as exc:
-            raise EngineError(explain_stream(str(exc), dst, "dest")) from None
+            raise stream_error(str(exc), dst, "dest") from None
         digest = str(aux.get("Digest", ""))
         if not digest.startswith("sha256:"):
             raise EngineError(f"the daemon pushed {dst} but reported no digest")
