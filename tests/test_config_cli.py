@@ -6,10 +6,11 @@ import json
 import stat
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from chaosmirror.cli import cli
-from chaosmirror.emit import hce, kubernetes
+from chaosmirror.emit import hce, kubernetes, openshift, rancher
 
 SECRET = "cli-test-Pa55word-not-real"
 CREDENTIALS = {"CHAOSMIRROR_DEST_USERNAME": "robot", "CHAOSMIRROR_DEST_PASSWORD": SECRET}
@@ -39,6 +40,9 @@ def test_config_writes_every_file_and_lists_them_without_their_content(tmp_path)
         "helm/chaos-infra-values.yaml",
         "nodes/containers/registries.conf.d/50-chaosmirror.conf",
         "nodes/containerd/certs.d/docker.io/hosts.toml",
+        "nodes/rancher/registries.yaml",
+        "nodes/docker/daemon.json",
+        "openshift/image-tag-mirror-set.yaml",
     }
     assert all(f"  {out / path}" in result.output for path in written)
     assert stat.S_IMODE((out / kubernetes.SECRET_FILE).stat().st_mode) == 0o600
@@ -68,6 +72,8 @@ def test_scope_options_reach_every_hce_file(tmp_path):
         (["--secret-name", "Not_A_Name"], "not a Kubernetes name"),
         (["--namespace", "x" * 64], "not a Kubernetes namespace"),
         (["--to", "https://x"], "without a scheme"),
+        (["--node-credentials"], "--node-credentials: no credential for r.example.com was found"),
+        (["--mirror-source-policy", "Never"], "'Never' is not one of 'AllowContactingSource', 'NeverContactSource'"),
     ],
 )
 def test_bad_config_options_exit_2_with_the_reason(tmp_path, args, message):
@@ -106,3 +112,32 @@ def test_an_unreachable_loopback_target_cannot_be_described(tmp_path):
 def test_config_options_on_mirror_need_config_out():
     result = invoke("mirror", "1.47.0", "--to", "r.example.com", "--secret-name", "s")
     assert result.exit_code == 2 and "--secret-name is used with --config-out DIR" in result.output
+
+
+def test_node_credentials_write_registries_yaml_as_a_secret_and_say_so(tmp_path):
+    out = tmp_path / "cfg"
+    result = invoke("config", "1.47.0", "--to", "r.example.com/mirror", "--account", "chaos", "--node-credentials",
+                    "-o", str(out), env=CREDENTIALS)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert SECRET not in result.output
+    assert f"{out / rancher.REGISTRIES_FILE}  (mode 0600: it holds the registry password)" in result.output
+    assert stat.S_IMODE((out / rancher.REGISTRIES_FILE).stat().st_mode) == 0o600
+    doc = yaml.safe_load((out / rancher.REGISTRIES_FILE).read_text())
+    assert doc["configs"]["r.example.com"]["auth"] == {"username": "robot", "password": SECRET}
+    assert doc["mirrors"]["docker.io"]["rewrite"] == {"^harness/([^/]+)$": "mirror/chaos/$1"}
+    for path in {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {rancher.REGISTRIES_FILE}:
+        assert SECRET not in (out / path).read_text(), path
+
+
+def test_mirror_source_policy_reaches_every_mirror_set_entry(tmp_path):
+    out = tmp_path / "cfg"
+    result = invoke("config", "1.47.0", "--to", "r.example.com", "--mirror-source-policy", "NeverContactSource",
+                    "-o", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    entries = yaml.safe_load((out / openshift.TAG_MIRRORS_FILE).read_text())["spec"]["imageTagMirrors"]
+    assert len(entries) == 14 and {e["mirrorSourcePolicy"] for e in entries} == {"NeverContactSource"}
+
+
+def test_node_credentials_on_mirror_need_config_out():
+    result = invoke("mirror", "1.47.0", "--to", "r.example.com", "--node-credentials")
+    assert result.exit_code == 2 and "--node-credentials is used with --config-out DIR" in result.output

@@ -11,9 +11,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from click.testing import CliRunner, Result
 from chaosmirror.cli import cli
 from chaosmirror.emit import hce, helm, kubernetes, nodes
 from chaosmirror.ref import ImageRef
+from chaosmirror.release import Release
 from lab import rig as lab_rig
 from lab.registry import Client, RegistryServer
 from lab.rig import PASSWORD
@@ -267,12 +270,29 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]
         log.close()
 
 
+class LoggedRegistry(RegistryServer):
+    """docker-registry with its access log on, so a test can count what a client asked it for."""
+
+    def _config(self) -> str:
+        conf = json.loads(super()._config())
+        conf["log"] = {"level": "error", "accesslog": {"disabled": False}}
+        return json.dumps(conf)
+
+    def requests(self) -> list[str]:
+        """`METHOD PATH` of every request served so far."""
+        log = (self.folder / "registry.log").read_text(errors="replace")
+        return re.findall(r'"((?:GET|HEAD) /[^ "]*) HTTP/', log)
+
+
+MIRROR_PATH = "mirror"  # the targets below take the images under a path: HOST/mirror/harness/NAME:TAG
+
+
 @pytest.fixture(scope="module")
-def open_mirror(rig: lab_rig.Rig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegistryServer, Path]]:
-    """An anonymous-read TLS registry (the rig's CA) holding 1.47.0 at account harness, mirrored with
-    `mirror --config-out`: node-level pulls carry no pod pull secret, so nodes need read access."""
+def open_mirror(rig: lab_rig.Rig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoggedRegistry, Path]]:
+    """An anonymous-read TLS registry (the rig's CA) holding 1.47.0 under HOST/mirror at account harness,
+    mirrored with `mirror --config-out`: node-level pulls carry no pod pull secret, so nodes need read access."""
     folder = tmp_path_factory.mktemp("open-mirror")
-    server = RegistryServer(folder / "registry", tls=rig.tls).start()
+    server = LoggedRegistry(folder / "registry", tls=rig.tls).start()
     out = folder / "config"
     assert rig.tls is not None
     result = run(
@@ -280,7 +300,7 @@ def open_mirror(rig: lab_rig.Rig, tmp_path_factory: pytest.TempPathFactory) -> I
         "mirror",
         "1.47.0",
         "--to",
-        server.host,
+        f"{server.host}/{MIRROR_PATH}",
         "--account",
         "harness",
         "--source-mirror",
@@ -293,38 +313,59 @@ def open_mirror(rig: lab_rig.Rig, tmp_path_factory: pytest.TempPathFactory) -> I
     )
     try:
         assert result.exit_code == 0, result.output
-        assert f"wrote the registry configuration of HCE 1.47.0 on {server.host}/harness" in result.output
+        assert f"wrote the registry configuration of HCE 1.47.0 on {server.host}/{MIRROR_PATH}/harness" in result.output
         yield server, out
     finally:
         server.stop()
 
 
-@pytest.mark.parametrize("name", [RUNNER, DDCR])
-def test_containerd_pulls_docker_io_names_from_the_mirror_with_the_emitted_hosts_dir(
-    rig, containerd, open_mirror, name
+def pull_every_image_with_ctr(
+    containerd: Containerd, server: LoggedRegistry, hosts_dir: Path, rig: lab_rig.Rig, release: Release
+) -> None:
+    """`ctr images pull --hosts-dir` of every docker.io name of the release: each must come from the
+    mirror (the stand-in for docker.io is never named), under its path, with the source's digest."""
+    expected = source_digests(rig)
+    names = list(dict.fromkeys(str(i.ref) for i in release.images()))
+    before = len(server.requests())
+    failed = {}
+    for name in names:
+        pulled = containerd.ctr("images", "pull", "--snapshotter", "native", "--hosts-dir", str(hosts_dir), name)
+        if pulled.returncode != 0:
+            failed[name] = pulled.stdout[-300:] + pulled.stderr[-500:]
+    assert not failed, failed
+    listing = {ln.split()[0]: ln.split()[2] for ln in containerd.ctr("images", "ls").stdout.splitlines()[1:]}
+    served = server.requests()[before:]
+    for name in names:
+        ref = ImageRef.parse(name)
+        assert listing[name] == expected[f"{ref.name}:{ref.tag}"], name
+        manifest = f"/v2/{MIRROR_PATH}/{ref.repository}/manifests/{ref.tag}"
+        assert any(r.split(" ", 1)[1].startswith(manifest) for r in served), f"{name}: the mirror never saw {manifest}"
+        containerd.ctr("images", "rm", name)
+    assert all(r.split(" ", 1)[1].startswith(f"/v2/{MIRROR_PATH}/") for r in served if r != "GET /v2/"), served
+
+
+def test_containerd_pulls_every_image_from_a_tls_mirror_under_a_path_with_the_emitted_hosts_dir(
+    rig, containerd, open_mirror, release_147
 ):
     server, config = open_mirror
     hosts_dir = config / nodes.CONTAINERD_CERTS
-    hub = (hosts_dir / "docker.io" / "hosts.toml").read_text()
-    assert f'[host."https://{server.host}"]' in hub and 'ca = "ca.crt"' in hub
-    pulled = containerd.ctr("images", "pull", "--snapshotter", "native", "--hosts-dir", str(hosts_dir), name)
-    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
-    listing = containerd.ctr("images", "ls")
-    row = next(ln.split() for ln in listing.stdout.splitlines() if ln.startswith(name + " "))
-    ref = ImageRef.parse(name)
-    client = Client(server.host, tls=rig.tls)
-    try:
-        assert row[2] == client.digest(f"harness/{ref.name}", ref.tag) == source_digests(rig)[f"{ref.name}:{ref.tag}"]
-    finally:
-        client.close()
-    containerd.ctr("images", "rm", name)
+    pull_every_image_with_ctr(containerd, server, hosts_dir, rig, release_147)
+    hub = tomllib.loads((hosts_dir / "docker.io" / "hosts.toml").read_text())
+    assert hub["host"] == {
+        f"https://{server.host}/v2/{MIRROR_PATH}": {
+            "capabilities": ["pull", "resolve"],
+            "override_path": True,
+            "ca": "ca.crt",
+        }
+    }
+    assert (hosts_dir / "docker.io" / "ca.crt").read_text() == rig.tls.ca_cert.read_text()  # type: ignore[union-attr]
 
 
 def test_mirror_config_out_is_pinned_to_the_digests_just_pushed(rig, open_mirror):
     server, config = open_mirror
     values = yaml.safe_load((config / helm.VALUES_FILE).read_text())
     runner = values["chaos-operator"]["chaosRunner"]["image"]
-    assert runner["registry"] == server.host and runner["repository"] == "harness/chaos-runner"
+    assert runner["registry"] == server.host and runner["repository"] == f"{MIRROR_PATH}/harness/chaos-runner"
     assert runner["tag"] == f"1.47.0@{source_digests(rig)['chaos-runner:1.47.0']}"
     settings = yaml.safe_load((config / hce.UI_FILE).read_text())
     assert settings["registryType"] == "public" and "secretName" not in settings
@@ -332,31 +373,32 @@ def test_mirror_config_out_is_pinned_to_the_digests_just_pushed(rig, open_mirror
 
 
 @pytest.fixture(scope="module")
-def plain_mirror(rig: lab_rig.Rig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegistryServer, Path]]:
-    """A plain-HTTP loopback registry with 1.47.0's dedicated images at account harness, and the
+def plain_mirror(rig: lab_rig.Rig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoggedRegistry, Path]]:
+    """A plain-HTTP loopback registry with 1.47.0 under HOST/mirror at account harness, and the
     configuration `chaosmirror config` writes for it (it finds out by itself that it is plain HTTP)."""
     folder = tmp_path_factory.mktemp("plain-mirror")
-    server = RegistryServer(folder / "registry").start()
+    server = LoggedRegistry(folder / "registry").start()
+    target = f"{server.host}/{MIRROR_PATH}"
     try:
-        copied = run(rig, "mirror", "1.47.0", "--group", "dedicated", "--to", server.host, "--account", "harness",
+        copied = run(rig, "mirror", "1.47.0", "--to", target, "--account", "harness",
                      "--source-mirror", f"docker.io={rig.source.host}", env=own_home(folder))  # fmt: skip
         assert copied.exit_code == 0, copied.output
         out = folder / "config"
-        result = run(rig, "config", "1.47.0", "--group", "dedicated", "--to", server.host, "-o", str(out),
-                     env=own_home(folder))  # fmt: skip
+        result = run(rig, "config", "1.47.0", "--to", target, "-o", str(out), env=own_home(folder))
         assert result.exit_code == 0, result.output
         yield server, out
     finally:
         server.stop()
 
 
-def test_plain_http_mirror_serves_containerd_and_skopeo_with_the_emitted_files(rig, containerd, plain_mirror):
+def test_plain_http_mirror_under_a_path_serves_containerd_and_skopeo_with_the_emitted_files(
+    rig, containerd, plain_mirror, release_147
+):
     server, config = plain_mirror
     hosts_dir = config / nodes.CONTAINERD_CERTS
-    assert f'[host."http://{server.host}"]' in (hosts_dir / "docker.io" / "hosts.toml").read_text()
-    pulled = containerd.ctr("images", "pull", "--snapshotter", "native", "--hosts-dir", str(hosts_dir), RUNNER)
-    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
-    containerd.ctr("images", "rm", RUNNER)
+    pull_every_image_with_ctr(containerd, server, hosts_dir, rig, release_147)
+    hub = tomllib.loads((hosts_dir / "docker.io" / "hosts.toml").read_text())
+    assert list(hub["host"]) == [f"http://{server.host}/v2/{MIRROR_PATH}"]
     done = skopeo(
         "--registries-conf", str(config / nodes.REGISTRIES_CONF), "inspect", "--no-tags", f"docker://{RUNNER}"
     )

@@ -31,11 +31,14 @@ from chaosmirror.emit import (
     Rendered,
     Scope,
     Transport,
+    dockerd,
     hce,
     helm,
     kubernetes,
     nextsteps,
     nodes,
+    openshift,
+    rancher,
     render_config,
 )
 from chaosmirror.emit.folder import write_config
@@ -170,6 +173,11 @@ RENDERERS: dict[str, Callable[[ConfigRequest], list[Rendered]]] = {
     "nodes.registries_conf": lambda req: [nodes.registries_conf(req)],
     "nodes.containers_ca": nodes.containers_ca,
     "nodes.containerd_hosts": nodes.containerd_hosts,
+    "rancher.registries_yaml": lambda req: [rancher.registries_yaml(req)],
+    "dockerd.daemon_json": lambda req: one(dockerd.daemon_json(req)),
+    "openshift.tag_mirror_set": lambda req: one(openshift.tag_mirror_set(req)),
+    "openshift.digest_mirror_set": lambda req: one(openshift.digest_mirror_set(req)),
+    "openshift.ca_configmap": lambda req: one(openshift.ca_configmap(req)),
     "nextsteps.next_steps": lambda req: [render_config(req)[0]],
 }
 
@@ -214,7 +222,8 @@ def test_renderers_are_pure_functions_of_release_target_and_digests(case):
 
 
 def test_renderer_modules_do_no_io():
-    pure = ("__init__.py", "model.py", "syntax.py", "hce.py", "kubernetes.py", "helm.py", "nodes.py", "nextsteps.py")
+    pure = ("__init__.py", "model.py", "syntax.py", "hce.py", "kubernetes.py", "helm.py", "nodes.py", "nextsteps.py",
+            "rancher.py", "dockerd.py", "openshift.py")  # fmt: skip
     for name in pure:
         tree = ast.parse((REPO_ROOT / "chaosmirror" / "emit" / name).read_text())
         used = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -277,6 +286,31 @@ def test_terraform_parses_as_hcl_with_exactly_the_resource_attribute_names(case)
         assert custom["ddcr_lib"] == custom["ddcr_fault"] and "chaos-ddcr-faults:" in custom["ddcr_fault"]
     else:
         assert body["use_custom_images"] is False
+
+
+# HCE's four custom-image slots and the image each runs, per ../shared/reference/hce-images-and-registry-facts.md:
+# the DDCR runner Deployment runs chaos-ddcr, LOG_WATCHER_IMAGE and the sidecar are chaos-log-watcher, and the
+# fault image and LIB_IMAGE are chaos-ddcr-faults (Harness's provider tests set ddcr_lib and ddcr_fault to it).
+CUSTOM_IMAGE_SLOTS = {
+    "logWatcher": ("log_watcher", "chaos-log-watcher"),
+    "ddcr": ("ddcr", "chaos-ddcr"),
+    "ddcrLib": ("ddcr_lib", "chaos-ddcr-faults"),
+    "ddcrFault": ("ddcr_fault", "chaos-ddcr-faults"),
+}
+
+
+@pytest.mark.parametrize("name", ["1.47.0", "1.53.1", "1.94.4"])
+def test_custom_images_fill_all_four_slots_with_the_image_each_runs(name):
+    rel, target = release(name), Target.parse("r.example.com", account="harness")
+    req = ConfigRequest(release=rel, target=target, groups=("ddcr",), digests=fake_digests(rel, target, ("ddcr",)))
+    api = hce.graphql_body(req)["variables"]["request"]["customImages"]  # type: ignore[index]
+    (tf,) = terraform_resource(hce.terraform(req).text)["custom_images"]  # type: ignore[misc]
+    ui = yaml.safe_load(hce.ui_yaml(req).text)["customImages"]
+    assert set(api) == set(ui) == set(CUSTOM_IMAGE_SLOTS) and set(tf) == {t for t, _ in CUSTOM_IMAGE_SLOTS.values()}
+    for field, (tf_field, image) in CUSTOM_IMAGE_SLOTS.items():
+        ref = ImageRef.parse(api[field])
+        assert ref.repository == f"harness/{image}" and ref.digest, field
+        assert ui[field] == tf[tf_field] == api[field]
 
 
 def test_pinned_ddcr_release_sets_custom_images_everywhere():
@@ -460,9 +494,9 @@ def test_containerd_gets_no_redirect_it_cannot_express_and_next_steps_says_why()
     req = path_account_skip_verify()
     paths = [f.path for f in nodes.containerd_hosts(req)]
     assert paths == ["nodes/containerd/certs.d/mirror.example.com/hosts.toml"]  # only the mirror's own TLS setting
-    assert len(nodes.containerd_gaps(req)) == len({i.ref.repository for i in req.images()})
+    assert len(nodes.renamed(req)) == len({i.ref.repository for i in req.images()})  # acme is not chaosnative
     steps = render_config(req)[0].text
-    assert "What containerd cannot do" in steps
+    assert "What containerd cannot do" in steps and "`--account acme` renames these" in steps
     assert "`docker.io/chaosnative/chaos-runner` is at `mirror.example.com/hce/acme/chaos-runner`" in steps
 
 

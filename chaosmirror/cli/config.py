@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from chaosmirror.cli.app import BadInput, F, catalog, cli, group_option, manifests_option
+from chaosmirror.emit.model import SOURCE_POLICIES
 from chaosmirror.release import Release
 
 # --- registry configuration ------------------------------------------------------------------------
@@ -43,6 +44,24 @@ CONFIG_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--infra",), {"default": "", "metavar": "ID", "help": "... for this chaos infrastructure of --project."}),
     (("--allow-overrides",), {"is_flag": True, "help": "Let lower scopes override this image registry."}),
     (("--default",), {"is_flag": True, "help": "Make it the default image registry of its scope."}),
+    (
+        ("--node-credentials",),
+        {
+            "is_flag": True,
+            "help": "Write the target's credential into the RKE2/K3s registries.yaml, so nodes can pull the "
+            "original names through the mirror; that file is then mode 0600.",
+        },
+    ),
+    (
+        ("--mirror-source-policy",),
+        {
+            "type": click.Choice(SOURCE_POLICIES),
+            "default": "AllowContactingSource",
+            "show_default": True,
+            "help": "OpenShift mirror sets: NeverContactSource for an air gap (never try the original "
+            "registry), AllowContactingSource to fall back to it when the mirror lacks an image.",
+        },
+    ),
 ]
 CONFIG_OUT: tuple[tuple[str, ...], dict[str, Any]] = (
     ("--config-out",),
@@ -93,6 +112,8 @@ def pop_config_out(options: dict[str, Any]) -> dict[str, Any] | None:
         "infra": "",
         "allow_overrides": False,
         "default": False,
+        "node_credentials": False,
+        "mirror_source_policy": "AllowContactingSource",
     }
     taken = {name: options.pop(name) for name in defaults if name in options}
     if taken.get("config_out") is None:
@@ -195,9 +216,10 @@ def config(
 
     HCE's image-registry setting (Terraform, GraphQL request body, plain YAML), the pull Secret
     (with --secret-name, when credentials are found; mode 0600), Helm values for the dedicated
-    chaos infrastructure, the experiment step container, CRI-O/Podman registries.conf and
-    containerd hosts.toml that serve the original docker.io names from the mirror, and
-    NEXT-STEPS.md: what to apply where, in order."""
+    chaos infrastructure, the experiment step container; the node files that serve the original
+    docker.io names from the mirror (CRI-O/Podman registries.conf, containerd hosts.toml, RKE2/K3s
+    registries.yaml, Docker daemon.json), OpenShift's ImageTagMirrorSet / ImageDigestMirrorSet and CA
+    ConfigMap; and NEXT-STEPS.md: what to apply where, in order."""
     from chaosmirror.emit.inputs import load_report_digests
     from chaosmirror.ref import Target
 

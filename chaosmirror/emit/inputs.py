@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from chaosmirror.auth import find_credential
-from chaosmirror.emit.model import ConfigError, ConfigRequest, Scope, Transport
+from chaosmirror.emit.model import ConfigError, ConfigRequest, Scope, SourcePolicy, Transport
 from chaosmirror.errors import RefError, RegistryError
 from chaosmirror.ref import ImageRef, Target, check_digest, is_loopback
 from chaosmirror.registry import Registries
@@ -96,12 +96,14 @@ def gather(
     ca_file: Path | None = None,
     digests: Mapping[ImageRef, str] | None = None,
     env: Mapping[str, str] | None = None,
+    node_credentials: bool = False,
+    mirror_source_policy: SourcePolicy = "AllowContactingSource",
 ) -> ConfigRequest:
     """A ConfigRequest from command-line values: probes the target, reads the CA and the credential."""
     scope = Scope(org=org, project=project, infra=infra)  # checks the options before any I/O
     transport = probe_transport(target.host, insecure=target.host in insecure, ca_file=ca_file)
     credential = None
-    if secret_name:
+    if secret_name or node_credentials:
         repository = "/".join(p for p in (target.path, target.account) if p)
         credential = find_credential(target.host, "dest", repository=repository, env=env)
     return ConfigRequest(
@@ -115,5 +117,7 @@ def gather(
         default=default,
         transport=transport,
         credential=credential,
+        node_credentials=node_credentials,
+        mirror_source_policy=mirror_source_policy,
         digests=digests,
     )

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from chaosmirror.auth import HIDDEN, Credential
+from chaosmirror.auth import ENV_NAMES, HIDDEN, Credential
 from chaosmirror.errors import ChaosmirrorError
 from chaosmirror.ref import ImageRef, Target
 from chaosmirror.release import Image, Release
@@ -23,6 +23,10 @@ _LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 Level = Literal["account", "organization", "project", "infrastructure"]
+# OpenShift's mirrorSourcePolicy: whether a node may still try the original registry when no mirror has
+# the image (config.openshift.io/v1 ImageTagMirrorSet / ImageDigestMirrorSet).
+SourcePolicy = Literal["AllowContactingSource", "NeverContactSource"]
+SOURCE_POLICIES: tuple[SourcePolicy, ...] = ("AllowContactingSource", "NeverContactSource")
 
 
 class ConfigError(ChaosmirrorError):
@@ -89,7 +93,9 @@ class ConfigRequest:
     """Everything the registry configuration of one release on one target depends on.
 
     `digests` maps each destination reference (tag form, as `Target.place` gives it) to the digest
-    the target holds there; when set, every image reference the renderers write is pinned to it."""
+    the target holds there; when set, every image reference the renderers write is pinned to it.
+    `node_credentials` puts the credential into the node files that can hold one (RKE2/K3s
+    registries.yaml), which are then written as secrets."""
 
     release: Release
     target: Target
@@ -101,6 +107,8 @@ class ConfigRequest:
     default: bool = False
     transport: Transport = field(default_factory=Transport)
     credential: Credential | None = field(default=None, repr=False)
+    node_credentials: bool = False
+    mirror_source_policy: SourcePolicy = "AllowContactingSource"
     digests: Mapping[ImageRef, str] | None = None
 
     def __post_init__(self) -> None:
@@ -113,6 +121,16 @@ class ConfigRequest:
             raise ConfigError(
                 f"--namespace {self.namespace!r} is not a Kubernetes namespace "
                 "(at most 63 lowercase letters, digits and -, starting and ending with a letter or digit)"
+            )
+        if self.mirror_source_policy not in SOURCE_POLICIES:
+            raise ConfigError(
+                f"--mirror-source-policy {self.mirror_source_policy!r}: use one of {', '.join(SOURCE_POLICIES)}"
+            )
+        if self.node_credentials and self.credential is None:
+            user, password = ENV_NAMES["dest"]
+            raise ConfigError(
+                f"--node-credentials: no credential for {self.target.host} was found; set {user} and "
+                f"{password}, or log in with `skopeo login` or `docker login`"
             )
         self.release.images(self.groups)  # an unknown group is an error here, not in a renderer
         if self.digests is not None:

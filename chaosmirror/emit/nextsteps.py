@@ -4,7 +4,7 @@ not express. Written from the request and the files the other renderers produced
 from __future__ import annotations
 
 from chaosmirror.auth import ENV_NAMES
-from chaosmirror.emit import hce, helm, kubernetes, nodes
+from chaosmirror.emit import dockerd, hce, helm, kubernetes, nodes, openshift, rancher
 from chaosmirror.emit.model import ConfigRequest, Rendered
 
 NEXT_STEPS_FILE = "NEXT-STEPS.md"
@@ -19,6 +19,11 @@ def _describe(path: str) -> str:
         kubernetes.SNIPPET_FILE: "the experiment step container, pointing at the mirrored k8s image",
         helm.VALUES_FILE: "Helm values for the dedicated chaos infrastructure chart",
         nodes.REGISTRIES_CONF: "CRI-O / Podman / skopeo mirror configuration (registries.conf drop-in)",
+        rancher.REGISTRIES_FILE: "RKE2 / K3s registries.yaml: mirror, rewrites and TLS for the mirror",
+        dockerd.DAEMON_FILE: "Docker Engine daemon.json keys for the mirror",
+        openshift.TAG_MIRRORS_FILE: "OpenShift ImageTagMirrorSet: pulls by tag served from the mirror",
+        openshift.DIGEST_MIRRORS_FILE: "OpenShift ImageDigestMirrorSet: pulls by digest served from the mirror",
+        openshift.CA_CONFIGMAP_FILE: "OpenShift ConfigMap with the CA, for additionalTrustedCA",
     }
     if path in fixed:
         return fixed[path]
@@ -43,24 +48,32 @@ def _images(req: ConfigRequest) -> str:
 def _trust(req: ConfigRequest) -> str:
     host, t = req.target.host, req.transport
     if t.ca_pem:
-        return (
+        ca = f"{nodes.CONTAINERS_CERTS}/{host}/{nodes.CA_FILE}"
+        lines = [
             f"{host} uses a certificate signed by the CA you gave with `--ca-cert`. Every node that pulls "
-            "from it must trust that CA:\n\n"
-            f"- CRI-O, Podman: `sudo cp -r {nodes.CONTAINERS_CERTS}/. /etc/containers/certs.d/`\n"
-            f"- Docker: the same `ca.crt` into `/etc/docker/certs.d/{host}/`\n"
-            "- containerd: the `ca.crt` files beside the hosts.toml files of the last step (copy them even if you "
-            "skip the mirror part: the mirror's own hosts.toml is what makes containerd trust it)."
-        )
+            "from it must trust that CA:",
+            "",
+            f"- CRI-O, Podman: `sudo cp -r {nodes.CONTAINERS_CERTS}/. /etc/containers/certs.d/`",
+            f"- Docker: `sudo cp -r {nodes.CONTAINERS_CERTS}/. /etc/docker/certs.d/` "
+            f"(`/etc/docker/certs.d/{host}/ca.crt`)",
+            "- containerd: the `ca.crt` files beside the hosts.toml files of the node step (copy them even if you "
+            "skip the mirror part: the mirror's own hosts.toml is what makes containerd trust it).",
+            f"- RKE2, K3s: `sudo install -D -m 0644 {ca} {rancher.node_ca_path(host)}`, the path "
+            f"`{rancher.REGISTRIES_FILE}` names.",
+        ]
+        if extra := openshift.trust_step(req):
+            lines.append(extra)
+        return "\n".join(lines)
     if t.plain_http:
         return (
             f"{host} speaks plain HTTP. Container runtimes refuse that unless told: the node configuration "
-            f"of the last step marks {host} as insecure (CRI-O, Podman) or as an `http://` host (containerd); "
-            "install it even if you skip the mirror part."
+            f"of the node step marks {host} as insecure (CRI-O, Podman, Docker `insecure-registries`) or as an "
+            "`http://` host (containerd, RKE2/K3s); install it even if you skip the mirror part."
         )
     if t.skip_verify:
         return (
             f"{host} was given with `--insecure-registry`: its TLS certificate is not verified. The node "
-            "configuration of the last step tells the runtimes so; better, pass `--ca-cert` and trust the CA."
+            "configuration of the node step tells the runtimes so; better, pass `--ca-cert` and trust the CA."
         )
     return f"{host} has a certificate the nodes already trust (no `--ca-cert`): nothing to do."
 
@@ -168,9 +181,46 @@ def _experiments(req: ConfigRequest, paths: set[str]) -> str:
     )
 
 
+def _containerd(req: ConfigRequest, paths: set[str]) -> str:
+    hosts_files = sorted(p for p in paths if p.startswith(nodes.CONTAINERD_CERTS) and p.endswith("hosts.toml"))
+    if not hosts_files:
+        text = "- **containerd**: nothing to install (see below)."
+    else:
+        text = (
+            '- **containerd**: in `/etc/containerd/config.toml` set `config_path = "/etc/containerd/certs.d"` '
+            'under `[plugins."io.containerd.grpc.v1.cri".registry]` (restart containerd once), then\n\n'
+            + _code(
+                f"sudo mkdir -p /etc/containerd/certs.d\nsudo cp -r {nodes.CONTAINERD_CERTS}/. /etc/containerd/certs.d/"
+            )
+            + "\n\n  containerd reads these files on every pull."
+        )
+        if req.target.path and any(r.keeps_name for r in nodes.redirects(req)):
+            text += (
+                f" The mirror keeps the images under `{req.target.path}/`: its host entry is that API root "
+                f"(`/v2/{req.target.path}`, with `override_path = true`), and containerd appends the original "
+                "repository."
+            )
+        text += (
+            f" **kind** nodes run containerd too: mount `{nodes.CONTAINERD_CERTS}` at `/etc/containerd/certs.d` "
+            "in each node (`extraMounts`) and set the same `config_path` with `containerdConfigPatches`."
+        )
+    renamed = nodes.renamed(req)
+    if renamed:
+        listing = "\n".join(f"  - `{g.source}` is at `{g.mirror}`" for g in renamed)
+        text += (
+            "\n\n**What containerd cannot do.** containerd asks a mirror for the repository name it was asked "
+            "for (below the host's path); it cannot change the repository itself. `--account "
+            f"{req.target.account}` renames these, so no hosts.toml serves them:\n\n"
+            f"{listing}\n\n"
+            "  To serve them with containerd, mirror them again with `--account` equal to their namespace (for "
+            "example `--account harness` for docker.io/harness/...). CRI-O, Podman, RKE2/K3s (rewrites) and "
+            "OpenShift are not affected: they map each repository."
+        )
+    return text
+
+
 def _nodes(req: ConfigRequest, paths: set[str]) -> str:
     host = req.target.host
-    hosts_files = sorted(p for p in paths if p.startswith(nodes.CONTAINERD_CERTS) and p.endswith("hosts.toml"))
     text = (
         "Optional, for anything that still pulls the original names (older experiment YAML, defaults such as "
         "`LIB_IMAGE`): make the nodes' container runtime fetch them from the mirror.\n\n"
@@ -181,37 +231,19 @@ def _nodes(req: ConfigRequest, paths: set[str]) -> str:
             "sudo systemctl reload crio     # CRI-O rereads registries.conf on reload"
         )
         + "\n\n  Drop-in files need the main `/etc/containers/registries.conf` in the v2 format (`[[registry]]` "
-        "tables), which current distributions ship." + "\n\n- **containerd**: "
+        "tables), which current distributions ship.\n\n"
+        + _containerd(req, paths)
+        + "\n\n- "
+        + rancher.steps(req)
+        + "\n\n- "
+        + dockerd.steps(req, paths)
     )
-    if hosts_files:
-        text += (
-            'in `/etc/containerd/config.toml` set `config_path = "/etc/containerd/certs.d"` under '
-            '`[plugins."io.containerd.grpc.v1.cri".registry]` (restart containerd once), then\n\n'
-            + _code(
-                f"sudo mkdir -p /etc/containerd/certs.d\nsudo cp -r {nodes.CONTAINERD_CERTS}/. /etc/containerd/certs.d/"
-            )
-            + "\n\n  containerd reads these files on every pull."
-        )
-    else:
-        text += "nothing to install (see below)."
-    gaps = nodes.containerd_gaps(req)
-    if gaps:
-        listing = "\n".join(f"  - `{g.source}` is at `{g.mirror}`" for g in gaps)
-        text += (
-            "\n\n**What containerd cannot do.** containerd asks a mirror for the same repository name it was "
-            "asked for; it cannot rename. These repositories are in the mirror under another path, so no "
-            "hosts.toml serves them:\n\n"
-            f"{listing}\n\n"
-            "  To serve them with containerd, mirror them to a registry root with `--account` equal to their "
-            "namespace (for example `--to HOST --account harness` for docker.io/harness/...). "
-            "CRI-O and Podman are not affected: registries.conf maps each repository."
-        )
     text += (
         f"\n\nPulls through a node-level mirror authenticate to {host} with the runtime's own credentials, not "
         "with a pod's pull secret (kubelet chooses that for the original registry). If pulling from the "
         "mirror needs credentials, give them to the runtime on each node (CRI-O, Podman: "
-        "`/etc/containers/auth.json`; containerd: `registry.configs` in its config), or allow anonymous pulls "
-        "of these repositories."
+        "`/etc/containers/auth.json`; containerd: `registry.configs` in its config; RKE2/K3s: "
+        "`--node-credentials`), or allow anonymous pulls of these repositories."
     )
     return text
 
@@ -246,6 +278,7 @@ def next_steps(req: ConfigRequest, files: list[Rendered]) -> Rendered:
         ("Dedicated chaos infrastructure (Helm)", _helm(req, paths)),
         ("Experiments", _experiments(req, paths)),
         ("Nodes: pull the original names from the mirror", _nodes(req, paths)),
+        ("OpenShift: mirror sets", openshift.steps(req, paths)),
         ("Check", _check(req)),
     ]
     out = [

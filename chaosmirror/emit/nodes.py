@@ -3,11 +3,12 @@ and the container runtime fetches them from the mirror.
 
 - CRI-O, Podman, Buildah, skopeo: a containers-registries.conf(5) drop-in. It can rename: each source
   repository gets its own entry whose mirror is the repository chaosmirror put it in.
-- containerd: `certs.d/<registry>/hosts.toml`. containerd asks a mirror for the *same* repository
-  name, so docker.io/harness/x can only be served as MIRROR/harness/x: only images whose mirrored
-  repository equals the original (`--account` is the source namespace and the target has no path).
-  A hosts.toml is written for a source registry only when some of its images are served that way;
-  `containerd_gaps` names the others, for NEXT-STEPS.md.
+- containerd: `certs.d/<registry>/hosts.toml`. containerd asks a mirror host for the *same* repository
+  name, appended to the host's API root. A target path is expressed that way: with `override_path`,
+  `[host."https://HOST/v2/PATH"]` serves docker.io/harness/x from HOST/PATH/harness/x. What containerd
+  cannot do is change the repository itself (`harness/x` -> `chaos/x` for `--account chaos`): a
+  hosts.toml is written for a source registry only when some of its repositories keep their name, and
+  `renamed` lists the others, for NEXT-STEPS.md.
 
 Both carry what the target needs to be reached: its CA, unverified TLS, or plain HTTP.
 """
@@ -34,6 +35,7 @@ class Redirect:
     repository: str
     mirror_host: str
     mirror_repository: str
+    mirror_path: str = ""  # the target's path: what comes before the account in every mirror repository
 
     @property
     def source(self) -> str:
@@ -44,9 +46,10 @@ class Redirect:
         return f"{self.mirror_host}/{self.mirror_repository}"
 
     @property
-    def same_path(self) -> bool:
-        """True when containerd can serve it: the mirror keeps the repository name."""
-        return self.repository == self.mirror_repository
+    def keeps_name(self) -> bool:
+        """True when the mirror holds it under its own repository name below the target's path, the
+        only layout a runtime that cannot rename (containerd, Docker) can be pointed at."""
+        return self.mirror_repository == "/".join(p for p in (self.mirror_path, self.repository) if p)
 
 
 def redirects(req: ConfigRequest) -> list[Redirect]:
@@ -58,14 +61,16 @@ def redirects(req: ConfigRequest) -> list[Redirect]:
             continue  # already in the target registry: nothing to redirect
         placed = req.target.place(ref)
         out.setdefault(
-            (ref.registry, ref.repository), Redirect(ref.registry, ref.repository, placed.registry, placed.repository)
+            (ref.registry, ref.repository),
+            Redirect(ref.registry, ref.repository, placed.registry, placed.repository, req.target.path),
         )
     return list(out.values())
 
 
-def containerd_gaps(req: ConfigRequest) -> list[Redirect]:
-    """Source repositories containerd cannot be pointed at: the mirror holds them under another path."""
-    return [r for r in redirects(req) if not r.same_path]
+def renamed(req: ConfigRequest) -> list[Redirect]:
+    """Source repositories whose name the mirror changes (`--account` is not their namespace):
+    containerd and Docker cannot be pointed at them."""
+    return [r for r in redirects(req) if not r.keeps_name]
 
 
 def upstream_server(registry: str) -> str:
@@ -112,9 +117,14 @@ def _tls_settings(transport: Transport) -> list[str]:
 
 
 def _mirror_host_table(req: ConfigRequest) -> str:
-    """The `[host."scheme://mirror"]` table of a source registry's hosts.toml."""
+    """The `[host."scheme://mirror"]` table of a source registry's hosts.toml. Under a target path, the
+    URL is the API root itself (`/v2/PATH`) and `override_path` keeps containerd from adding `/v2`."""
     url = f"{req.transport.scheme}://{req.target.host}"
-    lines = [f"[host.{toml_str(url)}]", 'capabilities = ["pull", "resolve"]', *_tls_settings(req.transport)]
+    lines = ['capabilities = ["pull", "resolve"]']
+    if req.target.path:
+        url += f"/v2/{req.target.path}"
+        lines.append("override_path = true")
+    lines = [f"[host.{toml_str(url)}]", *lines, *_tls_settings(req.transport)]
     return lines[0] + "\n" + "".join(f"  {line}\n" for line in lines[1:])
 
 
@@ -127,12 +137,13 @@ def containerd_hosts(req: ConfigRequest) -> list[Rendered]:
     for r in redirects(req):
         by_registry.setdefault(r.registry, []).append(r)
     for registry, items in by_registry.items():
-        served = [r for r in items if r.same_path]
+        served = [r for r in items if r.keeps_name]
         if not served:
             continue
+        where = f"{req.target.host}/{req.target.path}" if req.target.path else req.target.host
         text = comment(
             f"containerd hosts.toml for {registry}: pull HCE {req.release.name}'s images from the mirror "
-            f"{req.target.host} first.\n"
+            f"{where} first.\n"
             f"containerd keeps the repository name, so the mirror serves {len(served)} of the {len(items)} "
             f"repositories of {registry}\nthis release uses (NEXT-STEPS.md); anything else falls back to "
             f"{upstream_server(registry)}."

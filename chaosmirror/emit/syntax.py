@@ -23,9 +23,21 @@ def yaml_str(value: str) -> str:
     return json.dumps(value)
 
 
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that writes multi-line strings (a PEM certificate) as literal blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
 def yaml_doc(doc: Any) -> str:
-    """Block-style YAML in the order given; strings that would read as numbers or booleans are quoted."""
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=10_000)
+    """Block-style YAML in the order given; strings that would read as numbers or booleans are quoted,
+    multi-line strings are literal blocks."""
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=10_000)
 
 
 def comment(text: str, *, marker: str = "#") -> str:
