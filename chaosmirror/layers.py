@@ -32,8 +32,11 @@ class SharedLayer:
 
 def shared_layers(
     holders: Iterable[tuple[ImageRef | LayoutRef, ImageRef, tuple[tuple[str, int], ...]]],
+    *,
+    min_repos: int = 2,
 ) -> list[SharedLayer]:
-    """Layers in two or more target repositories, largest first; `holders` are (source, target, layers)."""
+    """Blobs in `min_repos` or more target repositories, largest first; `holders` are (source,
+    target, blobs). With `min_repos=1`, every blob: each is uploaded once, to its first repository."""
     seen: dict[str, tuple[int, ImageRef | LayoutRef, dict[str, ImageRef]]] = {}
     for source, target, layers in holders:
         for digest, size in layers:
@@ -42,7 +45,7 @@ def shared_layers(
     shared = [
         SharedLayer(d, size, src, *_split(list(repos.values())))
         for d, (size, src, repos) in seen.items()
-        if len(repos) > 1
+        if len(repos) >= min_repos
     ]
     return sorted(shared, key=lambda layer: -layer.size)
 

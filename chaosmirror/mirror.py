@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from chaosmirror import direct
 from chaosmirror.engines import Engine, make_engine
 from chaosmirror.errors import ChaosmirrorError, EngineError, Interrupted, RegistryError
 from chaosmirror.layers import Seeder, shared_layers
@@ -128,6 +129,7 @@ class _Progress:
     errors: list[str] = field(default_factory=list)
     held: str = ""
     interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
 def finish(action: Action, progress: _Progress, registries: Registries, *, exact: bool = True) -> Entry:
@@ -157,7 +159,7 @@ def finish(action: Action, progress: _Progress, registries: Registries, *, exact
         return entry_for(action, "interrupted", seconds=seconds(), error=registries.run.reason)
     except ChaosmirrorError as exc:
         return entry_for(action, "failed", seconds=seconds(), error=str(exc))
-    entry = entry_for(action, "copied", seconds=seconds())
+    entry = replace(entry_for(action, "copied", seconds=seconds()), note="; ".join(dict.fromkeys(progress.notes)))
     return entry if exact else replace(entry, digest=progress.held)
 
 
@@ -193,6 +195,24 @@ def copy_with_retries(engine: Engine, task: Task, registries: Registries) -> str
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def copy_or_finish(engine: Engine, task: Task, registries: Registries) -> tuple[str, str]:
+    """The engine's copy, retried; if an exact engine still fails on a transient error between two
+    registries, chaosmirror's client finishes the copy (every digest exact). Returns the digest held
+    and a note when the client finished it."""
+    try:
+        return copy_with_retries(engine, task, registries), ""
+    except EngineError as exc:
+        if not (exc.transient and engine.exact and isinstance(task.src, ImageRef)):
+            raise
+        failure = str(exc)
+    try:
+        held = direct.copy_part(task.action, task.part, task.src, task.dst, registries)
+    except RegistryError as exc:
+        raise EngineError(f"{failure}; chaosmirror's own client could not finish it either: {exc}",
+                          kind=exc.kind) from None  # fmt: skip
+    return held, f"{engine.name} kept failing ({failure}); chaosmirror's client finished the copy"
+
+
 def _quiet(callback: Callable[[Event], None]) -> Callable[[Event], None]:
     """A progress callback whose failures cannot end the run (the report still tells everything)."""
 
@@ -210,6 +230,7 @@ def run(
     *,
     jobs: int = 16,
     split: bool = True,
+    seed_all: bool = False,
     on_event: Callable[[Event], None] = lambda e: None,
     on_phase: Callable[[str], None] = lambda m: None,
 ) -> list[Entry]:
@@ -228,11 +249,12 @@ def run(
     tasks = [t for ts in by_action.values() for t in ts]
     progress = {key: _Progress(len(ts), ts[0].dst != ts[0].action.item.dst) for key, ts in by_action.items()}
     position = {id(a): i for i, a in enumerate(plan.actions)}
-    layers = shared_layers((t.src, t.action.item.dst, t.part.layers) for t in tasks)
+    layers = shared_layers(((t.src, t.action.item.dst, t.part.layers) for t in tasks), min_repos=1 if seed_all else 2)
     gate = _Gate(tasks, {layer.digest for layer in layers})
     lock = threading.Lock()
     if layers:
-        on_phase(f"uploading {len(layers)} shared layers ({sum(x.size for x in layers) / 1e6:.1f} MB) once")
+        what = "blobs" if seed_all else "shared layers"
+        on_phase(f"uploading {len(layers)} {what} ({sum(x.size for x in layers) / 1e6:.1f} MB), each once")
     seeder = Seeder(registries, jobs=jobs, on_done=lambda digest, ok: gate.release({digest}, ok=ok))
 
     def worker() -> None:
@@ -246,7 +268,10 @@ def run(
                 emit(Event("start", task.action))
             held, error, cut = "", "", False
             try:
-                held = copy_with_retries(engine, task, registries)
+                held, note = copy_or_finish(engine, task, registries)
+                if note:
+                    with lock:
+                        state.notes.append(note)
             except Interrupted:
                 cut = True
             except ChaosmirrorError as exc:
@@ -416,9 +441,8 @@ def _mirror(items: list[Item], report: Report, *, settings: Settings, registries
         report.entries = [planned_entry(a) for a in plan.actions]
     else:
         on_phase(f"copying {plan.count('copy')} images, {plan.count('skip')} already there")
-        report.entries = run(
-            plan, engine, registries, jobs=settings.workers(far=far), split=far, on_event=on_event, on_phase=on_phase
-        )
+        report.entries = run(plan, engine, registries, jobs=settings.workers(far=far), split=far,
+                             seed_all=engine.exact, on_event=on_event, on_phase=on_phase)  # fmt: skip
 
 
 def platforms_for(engine: Engine, settings: Settings) -> tuple[Platform, ...]:

@@ -120,6 +120,7 @@ class Action:
     parts: tuple[Part, ...] = ()
     reason: str = ""
     twin: Item | None = None  # a skip whose outcome is that of another item's copy (same image, same place)
+    manifests: tuple[Manifest, ...] = ()  # what a copy writes: each part's manifest, and the index if any
 
     @property
     def size(self) -> int:
@@ -167,7 +168,11 @@ def decide(item: Item, seen: Observed, wanted: tuple[Platform, ...], *, exact: b
         return Action("skip", item, seen.target_digest or "", seen.top.digest, selection,
                       reason="target already holds this image (same config)")  # fmt: skip
     reason = "not in target" if seen.target_digest is None else f"target holds {seen.target_digest[:19]}"
-    return Action("copy", item, selection.digest, seen.top.digest, selection, parts, reason)
+    written = [seen.children[d.digest] for d in selection.parts if d.digest in seen.children] or [seen.top]
+    if selection.index is not None:
+        written.append(selection.index)
+    return Action("copy", item, selection.digest, seen.top.digest, selection, parts, reason,
+                  manifests=tuple(written))  # fmt: skip
 
 
 class PlanConflict(ChaosmirrorError):

@@ -35,6 +35,7 @@ class Entry:
     reason: str = ""
     error: str = ""
     source_digest: str = ""  # differs from `digest` when platforms were narrowed or the engine re-pushed
+    note: str = ""  # how the copy got done, when not the plain way
 
     def to_json(self) -> dict[str, object]:
         doc: dict[str, object] = {
@@ -54,6 +55,8 @@ class Entry:
             doc["reason"] = self.reason
         if self.source_digest:
             doc["source_digest"] = self.source_digest
+        if self.note:
+            doc["note"] = self.note
         return doc
 
 

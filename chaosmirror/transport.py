@@ -306,9 +306,10 @@ class Transport:
         except RegistryError:
             raise tls_error from None
         name = self.endpoint.host
-        if self.endpoint.insecure or is_loopback(name):
-            why = "--insecure-registry" if self.endpoint.insecure else "a loopback registry"
-            self.shared.note(f"note: {name} speaks plain HTTP, not TLS; using http:// ({why})")
+        if self.endpoint.insecure:
+            self.shared.note(f"note: {name} speaks plain HTTP, not TLS; using http:// (--insecure-registry)")
+            return "http"
+        if is_loopback(name):  # as Docker and skopeo do for loopback registries
             return "http"
         raise RegistryError(f"{name} does not speak TLS ({tls_error}); if it is a plain-HTTP registry, pass "
                             f"--insecure-registry {name}", kind="tls")  # fmt: skip

@@ -165,7 +165,8 @@ class Proxy:
                 finally:
                     self.inflight -= 1
                     self._record(t=round(started, 4), end=round(time.time(), 4), conn=conn_id, method=method,
-                                 path=path, status=status, fault=fault, inflight=self.inflight + 1)  # fmt: skip
+                                 path=path, status=status, fault=fault, inflight=self.inflight + 1,
+                                 agent=headers.get("user-agent", "")[:40])  # fmt: skip
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError, ValueError):
             return
         finally:

@@ -36,6 +36,9 @@ _CODES: list[tuple[re.Pattern[str], Kind]] = [
     (re.compile(r"\b(?:i/o timeout|TLS handshake timeout|context deadline exceeded)\b"), "timeout"),
     (re.compile(_RESET), "reset"),
     (re.compile(r"\bunexpected EOF\b|: EOF$"), "truncated"),
+    # containers/image tries other manifest formats when the target refuses a manifest PUT; with
+    # --preserve-digests it cannot, and this replaces the refusal: a broken PUT reads the same way.
+    (re.compile(r"\bmust be converted to type \S+ to be written to destination\b"), "server"),
 ]
 
 
