@@ -234,7 +234,9 @@ def mirror_release(
     the report's `error`, with every image marked failed. Two sources colliding at the target raise."""
     assert settings.target is not None
     report = Report("plan" if dry_run else "mirror", release.name, str(settings.target))
-    items = collect_items(release.images(settings.groups), settings.target, settings.source_mirrors)
+    items = collect_items(
+        release.images(settings.groups, optional=settings.optional), settings.target, settings.source_mirrors
+    )
     try:
         with Session(settings, report, on_bytes=on_bytes, copies=not dry_run) as (registries, engine):
             _mirror(items, report, settings=settings, registries=registries, engine=engine, dry_run=dry_run,

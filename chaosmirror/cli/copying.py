@@ -24,7 +24,7 @@ def _copy_command(
     rel = catalog(manifests).load(release)
     settings = settings_from(**options)
     progress = Progress(sys.stderr)
-    total = len(dict.fromkeys(i.ref for i in rel.images(settings.groups)))
+    total = len(dict.fromkeys(i.ref for i in rel.images(settings.groups, optional=settings.optional)))
     if not dry_run:
         progress.start(total)
     try:
