@@ -74,6 +74,18 @@ def optional_option(f: F) -> F:
     )(f)
 
 
+def output_option(*choices: str, default: str | None = "table") -> Callable[[F], F]:
+    """`--output FORMAT`: `json` is a versioned document (`"format": 1`), see docs/json-output.md."""
+    return click.option(
+        "--output",
+        "output",
+        type=click.Choice(choices),
+        default=default,
+        help="json: one versioned JSON document on stdout (see docs/json-output.md)"
+        + (f"; default {default}." if default else "."),
+    )
+
+
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="chaosmirror")
 def cli() -> None:
