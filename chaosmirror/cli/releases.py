@@ -1,4 +1,4 @@
-"""Commands that read release manifests: releases, show, diff."""
+"""Commands that read release manifests: releases, show, diff; and scan, which writes one."""
 
 from __future__ import annotations
 
@@ -187,3 +187,58 @@ def _change_json(c: Change) -> dict[str, Any]:
         "old": str(c.old) if c.old else None,
         "new": str(c.new) if c.new else None,
     }
+
+
+@cli.command()
+@click.argument(
+    "files", nargs=-1, required=True, metavar="FILE...", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--release",
+    "name",
+    required=True,
+    metavar="NAME",
+    help="The HCE release the files belong to, e.g. 1.95.0: the manifest is written as DIR/NAME.yaml.",
+)
+@click.option(
+    "--group",
+    type=click.Choice(GROUPS),
+    help="Put every image in this group (default: guessed from the images HCE releases are known to use).",
+)
+@click.option(
+    "--output",
+    "-o",
+    "folder",
+    required=True,
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the manifest into DIR (created if needed), the folder to give `--manifests`.",
+)
+def scan(files: tuple[Path, ...], name: str, group: str | None, folder: Path) -> None:
+    """Find every image reference in FILE... and write them as the release manifest DIR/NAME.yaml.
+
+    FILE is what HCE hands you for a release chaosmirror does not know yet: the dedicated chaos
+    infrastructure manifest, Helm values or a rendered chart, a self-managed images.txt, or a plain
+    list of references. Each image found is printed with its file:line; the manifest is written only
+    when it loads through the same validation as the bundled ones. Then:
+    `chaosmirror mirror NAME --manifests DIR --to TARGET`."""
+    from chaosmirror.release import Catalog, bundled_dir
+    from chaosmirror.report import table
+    from chaosmirror.scan import FLOATING_TAGS, known_components, listing, scan_files
+
+    known = known_components(Catalog(bundled_dir()).load_all())
+    result = scan_files(files, release=name, folder=folder, known=known, group=group)
+    rows = [
+        [row.found.where, str(row.found.ref), ", ".join(row.groups),
+         row.component if row.known else f"{row.component} (new)", row.found.how]
+        for row in listing(result.entries)
+    ]  # fmt: skip
+    click.echo(table(rows, ["FOUND AT", "IMAGE", "GROUP", "COMPONENT", "WHERE IN THE FILE"]))
+    for skipped in result.skipped:
+        click.echo(f"skipped {skipped.file}:{skipped.line}: {skipped.text!r} ({skipped.reason})", err=True)
+    for ref in dict.fromkeys(e.ref for e in result.entries if e.ref.tag in FLOATING_TAGS):
+        click.echo(f"note: {ref} has a floating tag: what it points at changes without a new release", err=True)
+    counts = ", ".join(f"{g} {len(result.release.groups[g].images)}" for g in GROUPS if g in result.release.groups)
+    unique = len({i.ref for i in result.release.images()})
+    click.echo(f"wrote {result.path}: HCE {result.release.name}, {unique} images ({counts})")
+    click.echo(f"next: chaosmirror show {result.release.name} --manifests {folder}")
