@@ -57,7 +57,9 @@ def export_release(
     if output.exists():
         raise ChaosmirrorError(f"{output} already exists; delete it (or choose another -o) to export again")
     report = Report("bundle export", release.name, str(output))
-    items = collect_items(release.images(settings.groups), UNPLACED, settings.source_mirrors)
+    items = collect_items(
+        release.images(settings.groups, optional=settings.optional), UNPLACED, settings.source_mirrors
+    )
     try:
         with Session(settings, report) as (registries, engine):
             if kind == fmt.OCI and not engine.exact:
@@ -102,7 +104,7 @@ def _unchanged(
     since: Release, items: list[Item], observed: dict[Item, Observed], registries: Registries, settings: Settings
 ) -> dict[Item, str]:
     """Items whose HCE name:tag the base release also lists, with the same source digest."""
-    old = collect_items(since.images(settings.groups), UNPLACED, settings.source_mirrors)
+    old = collect_items(since.images(settings.groups, optional=settings.optional), UNPLACED, settings.source_mirrors)
     base = {hce_name(i.src): i for i in old}
     out: dict[Item, str] = {}
     for item in items:

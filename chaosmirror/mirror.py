@@ -342,7 +342,9 @@ def mirror_release(
     `interrupted`. Two sources colliding at the target raise PlanConflict, with the report's error set."""
     assert settings.target is not None
     report = report or Report("plan" if dry_run else "mirror", release.name, str(settings.target))
-    items = collect_items(release.images(settings.groups), settings.target, settings.source_mirrors)
+    items = collect_items(
+        release.images(settings.groups, optional=settings.optional), settings.target, settings.source_mirrors
+    )
     run = run or Run.current() or Run()
     try:
         with Session(settings, report, run=run, on_bytes=on_bytes, copies=not dry_run, on_phase=on_phase) as (

@@ -6,6 +6,7 @@ A manifest error names the file, the line and the key (`1.47.0.yaml:14: groups.d
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ GROUPS = ("ddcr", "dedicated", "experiment")
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 _MINOR_RE = re.compile(r"^(\d+)\.(\d+)$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 try:  # the C loader is several times faster; both give the same nodes
     _Loader: type = yaml.CSafeLoader
@@ -35,6 +37,7 @@ class Source:
     title: str
     url: str = ""
     path: str = ""
+    sha256: str = ""  # of the file the list was read from (`chaosmirror scan` records it)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Image:
     component: str
     ref: ImageRef
     source: str
+    optional: bool = False  # pulled only when a feature is on, or by one kind of install (see the notes)
 
 
 @dataclass(frozen=True)
@@ -62,13 +66,28 @@ class Release:
     notes: str = ""
     path: Path | None = field(default=None, compare=False)
 
-    def images(self, groups: Iterable[str] = ()) -> list[Image]:
-        """Images of the chosen groups (all when none are chosen), in manifest order."""
+    def images(self, groups: Iterable[str] = (), *, optional: bool = True) -> list[Image]:
+        """Images of the chosen groups (all when none are chosen), in manifest order; without the
+        images marked optional when `optional` is False."""
         chosen = list(groups) or list(self.groups)
         for name in chosen:
             if name not in GROUPS:
                 raise ManifestError(f"unknown group {name!r}; groups are {', '.join(GROUPS)}")
-        return [image for name in chosen if name in self.groups for image in self.groups[name].images]
+        return [
+            image
+            for name in chosen
+            if name in self.groups
+            for image in self.groups[name].images
+            if optional or not image.optional
+        ]
+
+    def without_optional(self) -> Release:
+        """The same release with the images marked optional left out (for `--no-optional`)."""
+        groups = {
+            name: dataclasses.replace(group, images=tuple(i for i in group.images if not i.optional))
+            for name, group in self.groups.items()
+        }
+        return dataclasses.replace(self, groups=groups)
 
 
 def version_key(name: str) -> tuple[int, ...]:
@@ -132,6 +151,11 @@ class _Doc:
             raise self.error(node, key, f"{text!r} does not match {pattern.pattern}")
         return text
 
+    def boolean(self, node: yaml.Node, key: str) -> bool:
+        if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:bool":
+            raise self.error(node, key, "expected true or false")
+        return str(node.value).lower() in ("true", "yes", "on")
+
     def sequence(self, node: yaml.Node, key: str) -> list[yaml.Node]:
         if not isinstance(node, yaml.SequenceNode):
             raise self.error(node, key, "expected a list")
@@ -171,12 +195,13 @@ def load_release(path: Path) -> Release:
         where = f"sources.{key}"
         if not _KEY_RE.match(key):
             raise doc.error(node, where, "source keys are lowercase letters, digits and -")
-        fields = doc.mapping(node, where, required={"title"}, optional={"url", "path"})
-        sources[key] = Source(
-            key,
-            doc.string(fields["title"], f"{where}.title"),
-            *(doc.string(fields[f], f"{where}.{f}") if f in fields else "" for f in ("url", "path")),
-        )
+        fields = doc.mapping(node, where, required={"title"}, optional={"url", "path", "sha256"})
+        given = {
+            f: doc.string(fields[f], f"{where}.{f}", pattern=_SHA256_RE if f == "sha256" else None)
+            for f in ("title", "url", "path", "sha256")
+            if f in fields
+        }
+        sources[key] = Source(key, **given)
 
     groups: dict[str, Group] = {}
     group_map = doc.mapping(top["groups"], "groups", required=set(), optional=set(GROUPS))
@@ -203,7 +228,7 @@ def _load_group(doc: _Doc, gname: str, gnode: yaml.Node, sources: dict[str, Sour
     seen: dict[ImageRef, int] = {}
     for i, inode in enumerate(image_nodes):
         iwhere = f"{where}.images[{i}]"
-        ifields = doc.mapping(inode, iwhere, required={"component", "image"}, optional={"source"})
+        ifields = doc.mapping(inode, iwhere, required={"component", "image"}, optional={"source", "optional"})
         component = doc.string(ifields["component"], f"{iwhere}.component", pattern=_KEY_RE)
         text = doc.string(ifields["image"], f"{iwhere}.image")
         try:
@@ -224,7 +249,8 @@ def _load_group(doc: _Doc, gname: str, gnode: yaml.Node, sources: dict[str, Sour
         source = group_source
         if "source" in ifields:
             source = _source_key(doc, ifields["source"], f"{iwhere}.source", sources)
-        images.append(Image(gname, component, ref, source))
+        optional = doc.boolean(ifields["optional"], f"{iwhere}.optional") if "optional" in ifields else False
+        images.append(Image(gname, component, ref, source, optional))
     return Group(gname, group_source, tuple(images), note)
 
 

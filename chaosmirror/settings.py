@@ -20,6 +20,7 @@ FAR_JOBS = 32
 class Settings:
     target: Target | None = None  # None for exports, which write to disk
     groups: tuple[str, ...] = ()
+    optional: bool = True  # also the images a release marks optional (--no-optional leaves them out)
     platforms: tuple[Platform, ...] = ()
     source_mirrors: tuple[SourceMirror, ...] = ()
     jobs: int | None = None  # None: JOBS, or FAR_JOBS for a far target

@@ -36,7 +36,7 @@ def test_releases_lists_bundled_releases_with_group_counts():
     result = invoke("releases")
     assert result.exit_code == 0
     line = next(ln for ln in result.output.splitlines() if ln.startswith("1.47.0 "))
-    assert line.split()[:5] == ["1.47.0", "1", "4", "9", "3"]
+    assert line.split()[:5] == ["1.47.0", "1", "4", "9+2", "6"]  # 9 required + 2 optional
     assert "1.94.4" in result.output
 
 

@@ -135,7 +135,7 @@ def test_mirror_source_policy_reaches_every_mirror_set_entry(tmp_path):
                     "-o", str(out))  # fmt: skip
     assert result.exit_code == 0, result.output
     entries = yaml.safe_load((out / openshift.TAG_MIRRORS_FILE).read_text())["spec"]["imageTagMirrors"]
-    assert len(entries) == 14 and {e["mirrorSourcePolicy"] for e in entries} == {"NeverContactSource"}
+    assert len(entries) == 19 and {e["mirrorSourcePolicy"] for e in entries} == {"NeverContactSource"}
 
 
 def test_node_credentials_on_mirror_need_config_out():

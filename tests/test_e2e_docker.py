@@ -36,7 +36,7 @@ def test_mirror_with_the_docker_engine_records_what_it_pushed(rig, chaosmirror, 
     run = chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account, "--engine", "docker", env=docker_env)
     assert run.code == 0, run.output
     assert run.report["engine"] == "docker"
-    assert "warning: the Docker engine keeps one platform per image" in run.output and "5 multi-arch" in run.output
+    assert "warning: the Docker engine keeps one platform per image" in run.output and "7 multi-arch" in run.output
     sources = source_digests(rig)
     for entry in run.report["images"]:
         name, tag = entry["destination"].rsplit("/", 1)[1].split(":")

@@ -22,7 +22,7 @@ def test_mirror_147_copies_every_image_with_its_source_digest(rig, chaosmirror, 
     expected = source_digests(rig)
     assert run.report["status"] == "success"
     assert {e["status"] for e in run.report["images"]} == {"copied"}
-    assert len(run.report["images"]) == len(expected) == 14
+    assert len(run.report["images"]) == len(expected) == 19
     for name_tag, digest in expected.items():
         name, tag = name_tag.split(":")
         assert target_client.digest(f"{account}/{name}", tag) == digest, name_tag
@@ -40,7 +40,7 @@ def test_rerun_copies_nothing_when_target_has_every_digest(rig, chaosmirror, acc
     again = chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account)
     assert again.code == 0, again.output
     assert {e["status"] for e in again.report["images"]} == {"skipped"}
-    assert "0 copied" in again.output and "14 already there" in again.output
+    assert "0 copied" in again.output and "19 already there" in again.output
 
 
 def test_multi_arch_image_keeps_every_platform(rig, chaosmirror, account, target_client):
@@ -98,12 +98,12 @@ def test_dry_run_and_plan_copy_nothing(rig, chaosmirror, account, target_client)
     for argv in (["plan", "1.47.0"], ["mirror", "1.47.0", "--dry-run"]):
         run = chaosmirror(*argv, *rig.args(), "--account", account)
         assert run.code == 0, run.output
-        assert "14 to copy" in run.output
+        assert "19 to copy" in run.output
         assert {e["status"] for e in run.report["images"]} == {"planned"}
     assert target_client.digest(f"{account}/chaos-runner", "1.47.0") is None
     assert chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account, "--group", "ddcr").code == 0
     run = chaosmirror("plan", "1.47.0", *rig.args(), "--account", account)
-    assert "10 to copy" in run.output and "4 already there" in run.output
+    assert "15 to copy" in run.output and "4 already there" in run.output
 
 
 def test_wrong_password_fails_clearly_and_never_shows_the_password(rig, chaosmirror, account, tmp_path):
@@ -347,4 +347,4 @@ def test_plan_needs_no_copy_engine(rig, chaosmirror, account, tmp_path, monkeypa
     monkeypatch.setenv("PATH", str(tmp_path))  # no skopeo, no docker
     run = chaosmirror("plan", "1.47.0", *rig.args(), "--account", account)
     assert run.code == 0, run.output
-    assert "14 to copy" in run.output
+    assert "19 to copy" in run.output

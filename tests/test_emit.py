@@ -243,7 +243,8 @@ def test_pinning_only_adds_the_digests_to_image_references():
         assert r is not None
         return "".join(ln for ln in r.text.splitlines(keepends=True) if not ln.startswith("#"))
 
-    for render, references in ((helm.chaos_infra_values, len(CHART_IMAGE_KEYS)), (kubernetes.step_snippet, 1)):
+    # the chart's image keys, and agent-proxy: 1.47.0 lists it as an optional image of its SaaS chart
+    for render, references in ((helm.chaos_infra_values, len(CHART_IMAGE_KEYS) + 1), (kubernetes.step_snippet, 1)):
         with_digests = body(render(pinned))
         assert re.sub(r"@sha256:[0-9a-f]{64}", "", with_digests) == body(render(unpinned))
         assert len(re.findall(r"@sha256:[0-9a-f]{64}", with_digests)) == references
@@ -438,7 +439,9 @@ def test_helm_values_set_every_chart_image_key_with_pull_secrets():
         assert str(image["tag"]).split("@")[1].startswith("sha256:")
         takes = not key.endswith(("argoExec.image", "chaosRunner.image"))
         assert image.get("imagePullSecrets") == ([{"name": "hce-pull"}] if takes else None), key
-    assert "agent-proxy" not in values  # only when the release lists it
+    assert values["agent-proxy"]["image"]["repository"] == "harness/chaos-agent-proxy"  # 1.47.0 lists it, optional
+    required = dataclasses.replace(req, release=req.release.without_optional(), digests=None)
+    assert "agent-proxy" not in yaml.safe_load(helm.chaos_infra_values(required).text)  # type: ignore[union-attr]
 
 
 def test_helm_values_add_agent_proxy_only_when_the_release_lists_it(tmp_path):

@@ -190,9 +190,10 @@ def test_every_image_resolves_through_the_source_prefix_rule_to_the_target(layou
         pinned = image.ref.with_digest(req.digests[placed])  # type: ignore[index]
         assert openshift_mirrors.resolve(digests, pinned)[0] == placed.with_digest(pinned.digest)
         assert openshift_mirrors.resolve(tags, pinned) == [pinned]  # a tag set never serves a digest pull
-    # go-runner is a prefix of no other repository's name, but the rule needs a separator after the source
-    assert openshift_mirrors.resolve(tags, ImageRef.parse("harness/chaos-go-runner-base:1.47.0")) == [
-        ImageRef.parse("harness/chaos-go-runner-base:1.47.0")
+    # chaos-go-runner is a prefix of a repository name the release does not hold, but the rule needs a
+    # separator after the source, so that repository is not served from the mirror
+    assert openshift_mirrors.resolve(tags, ImageRef.parse("harness/chaos-go-runner-nightly:1.47.0")) == [
+        ImageRef.parse("harness/chaos-go-runner-nightly:1.47.0")
     ]
 
 

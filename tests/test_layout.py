@@ -41,7 +41,7 @@ def test_only_the_docker_engine_imports_the_docker_sdk():
 
 
 def test_pure_modules_do_no_io():
-    for name in ("ref.py", "release.py", "plan.py", "manifest.py"):
+    for name in ("ref.py", "release.py", "plan.py", "manifest.py", "finder.py"):
         used = {u.split(".")[0] for u in modules()[name]}
         assert not {"subprocess", "socket", "http", "urllib", "click"} & used, name
 

@@ -35,15 +35,17 @@ def test_every_bundled_manifest_loads():
 
 
 def test_147_is_exactly_the_hce_page():
+    """Its required images are the HCE Image Registry page's two tabs (seed-hce-image-registry.md),
+    in the page's order; the optional extras come from the SaaS chaos-infra chart of that release."""
     rel = Catalog(bundled_dir()).load("1.47.0")
-    ddcr = [str(i.ref) for i in rel.groups["ddcr"].images]
+    ddcr = [str(i.ref) for i in rel.images(["ddcr"], optional=False)]
     assert ddcr == [
         "docker.io/harness/chaos-ddcr:1.47.0",
         "docker.io/harness/chaos-log-watcher:1.47.0",
         "docker.io/harness/service-discovery-collector:0.27.0",
         "docker.io/harness/chaos-ddcr-faults:1.47.0",
     ]
-    dedicated = [i.ref.short() for i in rel.groups["dedicated"].images]
+    dedicated = [i.ref.short() for i in rel.images(["dedicated"], optional=False)]
     assert dedicated == [
         "harness/chaos-log-watcher:1.47.0",
         "harness/chaos-workflow-controller:v3.4.16",
@@ -56,13 +58,108 @@ def test_147_is_exactly_the_hce_page():
         "harness/k8s-chaos-infrastructure-upgrader:1.47.0",
     ]
     assert rel.sources["hce-docs"].url.startswith("https://developer.harness.io/")
+    assert {i.group for i in rel.images() if i.source == "hce-docs"} == {"ddcr", "dedicated"}
+    extras = {(i.component, i.ref.short(), i.source) for i in rel.images() if i.optional}
+    assert extras == {
+        ("agent-proxy", "harness/chaos-agent-proxy:1.45.0", "saas-chart"),
+        ("emissary", "harness/chaos-emissary:1.61.0", "saas-chart"),
+    }
+    assert "0.0.17" in rel.sources["saas-chart"].title
+
+
+def test_agent_proxy_is_optional_in_141_and_147_as_the_saas_chart_pins_it():
+    cat = Catalog(bundled_dir())
+    for name in ("1.41.0", "1.47.0"):
+        (proxy,) = [i for i in cat.load(name).images() if i.component == "agent-proxy"]
+        assert (proxy.group, str(proxy.ref), proxy.optional, proxy.source) == (
+            "dedicated", "docker.io/harness/chaos-agent-proxy:1.45.0", True, "saas-chart"), name  # fmt: skip
+
+
+# The chaos minors whose self-managed (SMP) image list ships chaos-event-watcher beside the DDCR
+# images (harness/helm-charts: src/harness/images.txt, images.json from harness-0.42.0), and its tag.
+EVENT_WATCHER = {
+    "1.61.11": "1.61.0", "1.63.7": "1.63.0", "1.64.14": "1.64.0", "1.65.12": "1.65.0", "1.66.8": "1.66.0",
+    "1.69.6": "1.69.0", "1.71.3": "1.71.0", "1.72.7": "1.72.1", "1.74.1": "1.74.0", "1.76.0": "1.76.0",
+    "1.77.3": "1.77.0", "1.80.3": "1.80.0", "1.83.4": "1.83.0", "1.88.0": "1.88.0", "1.90.0": "1.90.0",
+    "1.94.4": "1.94.0",
+}  # fmt: skip
+
+
+def test_event_watcher_is_an_optional_ddcr_image_where_the_smp_list_pairs_it_with_ddcr():
+    cat = Catalog(bundled_dir())
+    for rel in cat.load_all():
+        found = [i for i in rel.images() if i.component == "event-watcher"]
+        if rel.name not in EVENT_WATCHER:
+            assert not found, rel.name
+            continue
+        (image,) = found
+        assert (image.group, image.optional, image.source) == ("ddcr", True, "smp-images"), rel.name
+        assert str(image.ref) == f"docker.io/harness/chaos-event-watcher:{EVENT_WATCHER[rel.name]}"
+        assert "images" in rel.sources["smp-images"].path
+    # without the optional images, 1.61.11's ddcr group is exactly its release notes' list
+    ddcr = {i.component: i.ref.tag for i in cat.load("1.61.11").images(["ddcr"], optional=False)}
+    assert ddcr == {"ddcr": "1.61.1", "ddcr-faults": "1.61.2", "log-watcher": "1.61.1", "discovery-collector": "0.41.0"}
+
+
+def test_go_runner_variants_ship_with_go_runner_from_119_on():
+    """harness/helm-charts images.txt lists chaos-go-runner-base/-io/-time from harness-0.9.0 (1.19) on,
+    in the repository and with the tag of chaos-go-runner; harness-0.8.0 (1.15) lists no go-runner."""
+    cat = Catalog(bundled_dir())
+    checked = []
+    for rel in cat.load_all():
+        runners = [i.ref for i in rel.images(["experiment"]) if i.component == "go-runner"]
+        if not runners:
+            continue
+        (runner,) = runners
+        variants = {i.component: i.ref for i in rel.images(["experiment"]) if i.component.startswith("go-runner-")}
+        assert {c: (r.repository, r.tag) for c, r in variants.items()} == {
+            f"go-runner-{v}": (f"{runner.repository}-{v}", runner.tag) for v in ("base", "io", "time")
+        }, rel.name
+        checked.append(rel.name)
+    assert checked[0] == "1.19.0" and "1.38.0" in checked and "1.49.0" in checked
+
+
+def test_ddcr_groups_of_the_smp_era_carry_the_log_watcher():
+    cat = Catalog(bundled_dir())
+    for name in ("1.32.0", "1.34.0", "1.36.0", "1.38.0", "1.40.0", "1.41.0", "1.45.0", "1.47.0", "1.49.0"):
+        ddcr = cat.load(name).images(["ddcr"], optional=False)
+        components = {i.component for i in ddcr}
+        assert {"ddcr", "log-watcher"} <= components, name
+        assert {i.ref.tag for i in ddcr if i.component == "log-watcher"} >= {name}, name
+
+
+def test_162_is_one_release_with_two_revisions():
+    cat = Catalog(bundled_dir())
+    assert "1.62.0" not in cat.names() and cat.resolve("1.62") == "1.62.11"
+    rel = cat.load("1.62.11")
+    assert rel.revision == 2 and "1.62.0" in rel.notes  # the superseded list stays on record
+
+
+def test_no_bundled_manifest_lists_a_floating_tag_and_each_says_why_source_probe_is_left_out():
+    floating = {"latest", "main-latest", "ci", "main", "master"}
+    for rel in Catalog(bundled_dir()).load_all():
+        assert not [i for i in rel.images() if i.ref.tag in floating], rel.name
+        assert all(i.source in rel.sources for i in rel.images()), rel.name
+        smp = rel.sources.get("smp-images")
+        if smp is not None:  # every self-managed list ships source-probe on a floating tag
+            assert "source-probe" in rel.notes and "floats" in rel.notes, rel.name
+
+
+def test_optional_images_load_and_are_left_out_on_request(tmp_path):
+    text = GOOD.replace("harness/chaos-log-watcher:2.0.1}", "harness/chaos-log-watcher:2.0.1, optional: true}")
+    rel = load_release(write(tmp_path, text))
+    assert [i.optional for i in rel.images()] == [False, True]
+    assert [i.component for i in rel.images(optional=False)] == ["ddcr"]
+    assert [i.component for i in rel.without_optional().images()] == ["ddcr"]
+    bad = write(tmp_path, GOOD.replace("chaos-log-watcher:2.0.1}", "chaos-log-watcher:2.0.1, optional: maybe}"))
+    with pytest.raises(ManifestError, match=r":10: groups\.ddcr\.images\[1\]\.optional: expected true or false"):
+        load_release(bad)
 
 
 def test_release_notes_tags_are_written_not_derived():
     cat = Catalog(bundled_dir())
-    tags = {i.component: i.ref.tag for i in cat.load("1.61.11").groups["ddcr"].images}
+    tags = {i.component: i.ref.tag for i in cat.load("1.61.11").images(["ddcr"], optional=False)}
     assert tags == {"ddcr": "1.61.1", "ddcr-faults": "1.61.2", "log-watcher": "1.61.1", "discovery-collector": "0.41.0"}
-    assert cat.load("1.62.11").revision == 2
 
 
 def test_minor_version_means_newest_patch(tmp_path):
@@ -131,7 +228,8 @@ def test_diff_finds_added_removed_and_retagged():
     cat = Catalog(bundled_dir())
     changes = {(c.kind, c.component) for c in diff_releases(cat.load("1.47.0"), cat.load("1.53.1"))}
     assert ("retagged", "ddcr") in changes and ("retagged", "discovery-collector") in changes
-    assert ("added", "go-runner-base") in changes and ("removed", "k8s") in changes
+    assert ("retagged", "go-runner-base") in changes and ("removed", "k8s") in changes
+    assert ("removed", "agent-proxy") in changes  # an optional image of 1.47.0's SaaS chart
     assert not any(c[1] in ("workflow-controller", "argoexec") for c in changes)  # v3.4.16 in both
 
 

@@ -76,6 +76,29 @@ def group_option(f: F) -> F:
     )(f)
 
 
+def optional_option(f: F) -> F:
+    return click.option(
+        "--optional/--no-optional",
+        "optional",
+        default=True,
+        show_default=True,
+        help="Also the images the release marks optional (a subchart that is off by default, a second tag "
+        "one kind of install pulls): an air-gapped cluster cannot fetch a missing one later.",
+    )(f)
+
+
+def output_option(*choices: str, default: str | None = "table") -> Callable[[F], F]:
+    """`--output FORMAT`: `json` is a versioned document (`"format": 1`), see docs/json-output.md."""
+    return click.option(
+        "--output",
+        "output",
+        type=click.Choice(choices),
+        default=default,
+        help="json: one versioned JSON document on stdout (see docs/json-output.md)"
+        + (f"; default {default}." if default else "."),
+    )
+
+
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="chaosmirror")
 def cli() -> None:
@@ -95,6 +118,7 @@ PLATFORM_OPTION = click.option(
 )  # fmt: skip
 SOURCE_OPTIONS: list[Callable[[F], F]] = [
     group_option,
+    optional_option,
     PLATFORM_OPTION,
     click.option("--source-mirror", "source_mirrors", multiple=True, metavar="REGISTRY=HOST[/PATH]",
                  help="Read REGISTRY's images from HOST/PATH (a pull-through cache or Harness's GAR mirror)."),
@@ -138,6 +162,7 @@ def settings_from(
     target: str | None = None,
     account: str = "harness",
     groups: tuple[str, ...] = (),
+    optional: bool = True,
     platforms: tuple[str, ...] = (),
     source_mirrors: tuple[str, ...] = (),
     jobs: int | None = None,
@@ -154,6 +179,7 @@ def settings_from(
     return Settings(
         target=Target.parse(target, account=account) if target else None,
         groups=groups,
+        optional=optional,
         platforms=tuple(Platform.parse(p) for p in platforms),
         source_mirrors=tuple(SourceMirror.parse(m) for m in source_mirrors),
         jobs=jobs,

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from chaosmirror.cli.app import BadInput, F, catalog, cli, group_option, manifests_option
+from chaosmirror.cli.app import BadInput, F, catalog, cli, group_option, manifests_option, optional_option
 from chaosmirror.emit.model import SOURCE_POLICIES
 from chaosmirror.release import Release
 
@@ -139,7 +139,7 @@ def config_after_run(config: dict[str, Any], rel: Release, settings: Any, report
         return
     digests = digests_from_entries(report.entries)
     write_registry_config(
-        rel,
+        rel if settings.optional else rel.without_optional(),
         settings.target,
         output,
         groups=settings.groups,
@@ -177,6 +177,7 @@ def config_after_run(config: dict[str, Any], rel: Release, settings: Any, report
     help="The JSON report of the `mirror --report FILE` run, for --pin-digests.",
 )
 @group_option
+@optional_option
 @click.option(
     "--ca-cert",
     "ca_file",
@@ -207,6 +208,7 @@ def config(
     account: str,
     pin_digests: bool,
     report_path: Path | None,
+    optional: bool,
     insecure: tuple[str, ...],
     manifests: Path | None,
     output: Path,
@@ -226,6 +228,7 @@ def config(
     if pin_digests != (report_path is not None):
         raise BadInput("--pin-digests and --report FILE (the JSON report of the mirror run) go together")
     rel = catalog(manifests).load(release)
+    rel = rel if optional else rel.without_optional()
     digests = load_report_digests(report_path, rel) if report_path else None
     write_registry_config(
         rel, Target.parse(target, account=account), output, insecure=frozenset(insecure), digests=digests, **options

@@ -26,7 +26,7 @@ def _copy_command(
     rel = catalog(manifests).load(release)
     settings = settings_from(**options)
     progress = Progress(sys.stderr)
-    total = len(dict.fromkeys(i.ref for i in rel.images(settings.groups)))
+    total = len(dict.fromkeys(i.ref for i in rel.images(settings.groups, optional=settings.optional)))
     report = Report("plan" if dry_run else "mirror", rel.name, str(settings.target))
     with Run() as run:
         if not dry_run:

@@ -161,10 +161,12 @@ class ConfigRequest:
         return (not self.groups or group in self.groups) and listed is not None and bool(listed.images)
 
     def component(self, group: str, component: str) -> Image | None:
-        """The image a group lists for `component`; the last one when the group lists several."""
+        """The image a group lists for `component`; the last one when the group lists several, and a
+        required one before an optional one (a second tag that only one kind of install pulls)."""
         if not self.wants(group):
             return None
         found = [i for i in self.release.groups[group].images if i.component == component]
+        found = [i for i in found if not i.optional] or found
         return found[-1] if found else None
 
     def mirrored(self, ref: ImageRef) -> ImageRef:
