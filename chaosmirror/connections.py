@@ -334,7 +334,9 @@ class Connections:
                                                    blocksize=BLOCK)  # fmt: skip
             conn = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=timeout, context=context,
                                                blocksize=BLOCK)  # fmt: skip
-            headers = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
+            headers = {"User-Agent": "chaosmirror"}
+            if proxy.authorization:
+                headers["Proxy-Authorization"] = proxy.authorization
             conn.set_tunnel(origin.host, origin.port, headers=headers)
             return conn
         if proxy is None:

@@ -96,6 +96,11 @@ class BundleError(ChaosmirrorError):
 
 
 class Interrupted(ChaosmirrorError):
-    """The run was stopped by a signal (Ctrl-C, SIGTERM, SIGHUP) before this work finished."""
+    """The run was stopped by a signal (Ctrl-C, SIGTERM, SIGHUP) before this work finished; the exit
+    code is 128 + the signal (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
 
     exit_code = 130
+
+    def __init__(self, message: str = "interrupted", *, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -48,7 +48,11 @@ class Run:
     def check(self) -> None:
         """Raise Interrupted if the run was stopped."""
         if self._stop.is_set():
-            raise Interrupted(self.reason)
+            raise self.interrupted()
+
+    def interrupted(self) -> Interrupted:
+        """The exception that says this run was stopped, with its exit code."""
+        return Interrupted(self.reason, exit_code=self.exit_code)
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to `seconds`; True if the run was stopped meanwhile (the sleep ends at once)."""

@@ -191,7 +191,7 @@ def copy_with_retries(engine: Engine, task: Task, registries: Registries) -> str
             for limiter in reversed(taken):
                 limiter.release(throttled=throttled)
         if run.wait(wait):
-            raise Interrupted(run.reason)
+            raise run.interrupted()
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -208,6 +208,8 @@ def copy_or_finish(engine: Engine, task: Task, registries: Registries) -> tuple[
     try:
         held = direct.copy_part(task.action, task.part, task.src, task.dst, registries)
     except RegistryError as exc:
+        if not exc.transient:  # the client found out why (a full storage, a refusal): say that first
+            raise EngineError(f"{exc} ({engine.name} had failed too: {failure})", kind=exc.kind) from None
         raise EngineError(f"{failure}; chaosmirror's own client could not finish it either: {exc}",
                           kind=exc.kind) from None  # fmt: skip
     return held, f"{engine.name} kept failing ({failure}); chaosmirror's client finished the copy"
@@ -421,6 +423,10 @@ class Session:
         self.registries.close()
         for host, count in sorted(self.registries.retried().items()):
             self.report.notes.append(f"{count} requests to {host} were retried")
+        for host, limiter in sorted(self.registries.shared.limiters.items()):
+            if limiter.cuts:
+                self.report.notes.append(f"{host} rate-limited us (HTTP 429): chaosmirror cut its parallel requests "
+                                         f"there {limiter.cuts} times, down to {limiter.lowest}")  # fmt: skip
         self.report.finished = time.time()
 
 

@@ -24,7 +24,7 @@ from typing import BinaryIO, TypeVar
 from chaosmirror.auth import hint
 from chaosmirror.connections import Connections, HandshakeError, Origin, Reply, Stream
 from chaosmirror.endpoint import Endpoint, challenge
-from chaosmirror.errors import AuthError, Interrupted, Kind, RegistryError
+from chaosmirror.errors import AuthError, Kind, RegistryError
 from chaosmirror.lifecycle import Run
 from chaosmirror.ref import is_loopback
 
@@ -77,26 +77,26 @@ class Request:
 
 class Limiter:
     """An AIMD window over the requests (and engine copies) in flight at one host: a 429 halves
-    it, at most once a second; every success grows it by 1/window, up to `ceiling`."""
+    it (at most once a second); after `cooldown` seconds without one, each success grows it by
+    1/window (about one more per window's worth of successes), up to `ceiling`."""
 
-    def __init__(self, ceiling: int) -> None:
+    def __init__(self, ceiling: int, *, cooldown: float = 5.0) -> None:
         self.ceiling = max(1, ceiling)
         self.window = float(self.ceiling)
+        self.cooldown = cooldown
         self.active = 0
-        self.peak_after_cut = 0  # the most in flight since the window was last cut (for tests, reports)
         self.cuts = 0
-        self._cut_at = 0.0
+        self.lowest = self.ceiling
+        self._cut_at = -cooldown
         self._cond = threading.Condition()
 
     def acquire(self, run: Run) -> None:
         with self._cond:
             while self.active >= max(1, int(self.window)):
                 if run.stopped:
-                    raise Interrupted(run.reason)
+                    raise run.interrupted()
                 self._cond.wait(0.25)
             self.active += 1
-            if self.cuts:
-                self.peak_after_cut = max(self.peak_after_cut, self.active)
 
     def release(self, *, throttled: bool = False) -> None:
         with self._cond:
@@ -107,8 +107,8 @@ class Limiter:
                     self.window = max(1.0, min(self.window, self.active + 1.0) / 2)
                     self._cut_at = now
                     self.cuts += 1
-                    self.peak_after_cut = 0
-            else:
+                    self.lowest = min(self.lowest, int(self.window))
+            elif now - self._cut_at >= self.cooldown:
                 self.window = min(float(self.ceiling), self.window + 1.0 / self.window)
             self._cond.notify_all()
 
@@ -228,7 +228,7 @@ class Transport:
                 with self.shared.lock:
                     self.shared.retried[self.host] += 1
                 if run.wait(wait):
-                    raise Interrupted(run.reason) from None
+                    raise run.interrupted() from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _once(self, request: Request, scope: str, *, stream: bool = False) -> Reply | Stream:

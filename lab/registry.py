@@ -110,17 +110,24 @@ class RegistryServer:
     """One `docker-registry` process with its own storage folder."""
 
     def __init__(
-        self, folder: Path, *, auth: tuple[str, str] | None = None, tls: Tls | None = None, port: int | None = None
+        self,
+        folder: Path,
+        *,
+        auth: tuple[str, str] | None = None,
+        tls: Tls | None = None,
+        port: int | None = None,
+        address: str = "127.0.0.1",
     ) -> None:
         self.folder = folder
         self.auth = auth
         self.tls = tls
+        self.address = address  # another address than loopback only inside a test's network namespace
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     def _config(self) -> str:
         http_conf: dict[str, object] = {"addr": self.host, "secret": "lab-only-secret"}
@@ -173,7 +180,7 @@ class RegistryServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {(self.folder / 'registry.log').read_text()[-2000:]}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                with socket.create_connection((self.address, self.port), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.05)

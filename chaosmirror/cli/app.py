@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from chaosmirror import __version__
-from chaosmirror.errors import ChaosmirrorError
+from chaosmirror.errors import ChaosmirrorError, Interrupted
 from chaosmirror.release import GROUPS, Catalog, manifests_dir
 
 F = Callable[..., Any]
@@ -37,6 +37,9 @@ class _Cli(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except Interrupted as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
         except ChaosmirrorError as exc:
             raise (BadInput if exc.exit_code == 2 else RunFailed)(str(exc)) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):

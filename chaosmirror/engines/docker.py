@@ -23,7 +23,7 @@ from docker.errors import APIError, DockerException, ImageNotFound
 
 from chaosmirror.auth import Role, hint
 from chaosmirror.engines.goerrors import classify_message
-from chaosmirror.errors import EngineError, Interrupted, Kind
+from chaosmirror.errors import EngineError, Kind
 from chaosmirror.manifest import Platform
 from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef, Location
 from chaosmirror.registry import Registries
@@ -139,7 +139,7 @@ class DockerEngine:
         seen: dict[str, int] = {}
         for event in events:
             if self.registries.run.stopped:  # leaving the stream closes it: the daemon drops the transfer
-                raise Interrupted(self.registries.run.reason)
+                raise self.registries.run.interrupted()
             if "error" in event:
                 raise stream_error(str(event["error"]), ref, role)
             if event.get("aux"):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from chaosmirror.auth import Role, auth_json, hint
 from chaosmirror.engines.goerrors import classify_message
-from chaosmirror.errors import EngineError, Interrupted
+from chaosmirror.errors import EngineError
 from chaosmirror.lifecycle import Run, private_dir
 from chaosmirror.manifest import Platform
 from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef, Location
@@ -246,7 +246,7 @@ class Skopeo:
         if proc.returncode == 0:
             return
         if self.run.stopped:
-            raise Interrupted(self.run.reason)
+            raise self.run.interrupted()
         if proc.returncode < 0:
             raise EngineError(f"skopeo was killed by signal {-proc.returncode}", kind="local")
         error = classify(fatal_message(stderr), src, dst)

@@ -1,0 +1,208 @@
+"""Real signals to a real chaosmirror process, mid-copy (the target is slowed by lab/proxy.py):
+Ctrl-C and SIGTERM stop it within seconds with 130 / 143 and a report saying `interrupted`; kill -9
+kills it outright. Either way no skopeo is left copying, no file under TMPDIR holds the password,
+and running the same command again lands every digest."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lab.proxy import LatencyProxy
+from lab.rig import PASSWORD, USER
+from tests.conftest import REPO_ROOT, source_digests, write_manifest
+
+pytestmark = pytest.mark.registry
+SECRETS = (PASSWORD.encode(), base64.b64encode(f"{USER}:{PASSWORD}".encode()), base64.b64encode(PASSWORD.encode()))
+
+
+def processes_with(marker: str) -> list[tuple[int, str]]:
+    """(pid, command line) of every process whose command line mentions `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            found.append((int(entry.name), cmdline))
+    return found
+
+
+def skopeos(marker: str) -> list[tuple[int, str]]:
+    return [p for p in processes_with(marker) if "skopeo" in p[1] and "chaosmirror" not in p[1].split()[1:2]]
+
+
+def secrets_under(folder: Path) -> list[Path]:
+    out = []
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink() and any(s in path.read_bytes() for s in SECRETS):
+                out.append(path)
+        except OSError:
+            continue
+    return out
+
+
+@dataclass
+class Started:
+    proc: subprocess.Popen[bytes]
+    report: Path
+    tmp: Path
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+BIG = 3 * 1024 * 1024  # one layer of each big image: about 12 s through the slow link below
+
+
+@pytest.fixture(scope="module")
+def big(rig, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    """A release of four images with one big layer each, in the rig's source; its manifest folder."""
+    from lab.images import make_image, random_layer, single
+    from lab.registry import push
+
+    images = []
+    for n in range(4):
+        repo = f"harness/big-{n}"
+        push(rig.source.host, repo, "1.0", single(make_image([random_layer(f"signals-big-{n}", BIG)])))
+        images.append(("dedicated", f"big-{n}", f"docker.io/{repo}:1.0"))
+    return write_manifest(tmp_path_factory.mktemp("big"), "9.1.0", images)
+
+
+@pytest.fixture
+def far(rig) -> Iterator[LatencyProxy]:  # type: ignore[no-untyped-def]
+    """The target, far away and on a slow link: a copy in flight takes seconds, not milliseconds."""
+    with LatencyProxy(rig.target.host, rtt_ms=100, mbit=2) as proxy:
+        yield proxy
+
+
+def start(rig, far: LatencyProxy, account: str, tmp_path: Path, name: str = "run", *,  # type: ignore[no-untyped-def]
+          release: tuple[str, ...] = ("1.47.0",)) -> Started:  # fmt: skip
+    tmp = tmp_path / "tmp"  # the run's TMPDIR: where a careless tool would leave auth files
+    tmp.mkdir(exist_ok=True)
+    report, log = tmp_path / f"{name}.json", tmp_path / f"{name}.log"
+    argv = [sys.executable, "-m", "chaosmirror", "mirror", *release, "--to", far.host, "--account", account,
+            "--ca-cert", str(rig.tls.ca_cert), "--source-mirror", f"docker.io={rig.source.host}",
+            "--report", str(report)]  # fmt: skip
+    env = {**os.environ, **rig.env, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO_ROOT)}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+    return Started(proc, report, tmp, log)
+
+
+def wait_for_skopeo(started: Started, marker: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if started.proc.poll() is not None:
+            pytest.fail(f"the run ended before any copy started:\n{started.output()}")
+        if skopeos(marker):
+            return
+        time.sleep(0.02)
+    pytest.fail("no skopeo copy started within 60 s")
+
+
+def wait_for_uploads(server, since: int) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(r.method == "POST" and "/blobs/uploads/" in r.path for r in server.requests(since)):
+            time.sleep(0.3)  # the uploads are under way
+            return
+        time.sleep(0.02)
+    pytest.fail("no upload started within 60 s")
+
+
+def gone_soon(marker: str, seconds: float = 1.0) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + seconds
+    while (left := skopeos(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def rerun_is_exact(rig, far, account, tmp_path, target_client, **options) -> None:  # type: ignore[no-untyped-def]
+    again = start(rig, far, account, tmp_path, "rerun", **options)
+    assert again.proc.wait(timeout=300) == 0, again.output()
+    expected = source_digests(rig)
+    if "release" in options:  # the big release: its images only
+        expected = {k: v for k, v in expected.items() if k.startswith("big-")}
+    for name_tag, digest in expected.items():
+        name, tag = name_tag.split(":")
+        assert target_client.digest(f"{account}/{name}", tag) == digest, name_tag
+    assert not secrets_under(again.tmp)
+
+
+def stopped_within_5_seconds(started: Started, signum: int, code: int) -> None:
+    sent = time.monotonic()
+    started.proc.send_signal(signum)
+    try:
+        assert started.proc.wait(timeout=5) == code, started.output()
+    except subprocess.TimeoutExpired:
+        started.proc.kill()
+        pytest.fail(f"still running 5 s after the signal:\n{started.output()}")
+    assert time.monotonic() - sent < 5
+    assert "Traceback" not in started.output()
+    doc = json.loads(started.report.read_text())
+    assert doc["status"] == "interrupted" and doc["summary"]["interrupted"] >= 1
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_cuts_the_uploads_in_flight(rig, far, big, account, tmp_path, target_client, signum, code):
+    """Each big layer needs about 12 s through the slow link: stopping within 5 s means the uploads
+    in flight were cut, not waited for."""
+    since = len(rig.target.requests())
+    started = start(rig, far, account, tmp_path, release=("9.1.0", "--manifests", str(big)))
+    wait_for_uploads(rig.target, since)
+    stopped_within_5_seconds(started, signum, code)
+    assert gone_soon(far.host) == []
+    assert not secrets_under(started.tmp)
+    rerun_is_exact(rig, far, account, tmp_path, target_client, release=("9.1.0", "--manifests", str(big)))
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_copies_and_a_rerun_finishes_them(rig, far, account, tmp_path, target_client, signum,
+                                                             code):  # fmt: skip
+    started = start(rig, far, account, tmp_path)
+    wait_for_skopeo(started, far.host)
+    assert not secrets_under(started.tmp)  # not even while copies run
+    sent = time.monotonic()
+    started.proc.send_signal(signum)
+    try:
+        assert started.proc.wait(timeout=5) == code, started.output()
+    except subprocess.TimeoutExpired:
+        started.proc.kill()
+        pytest.fail(f"still running 5 s after the signal:\n{started.output()}")
+    assert time.monotonic() - sent < 5
+    assert gone_soon(far.host) == [], "skopeo copies outlived chaosmirror"
+    assert not secrets_under(started.tmp)
+    doc = json.loads(started.report.read_text())
+    assert doc["status"] == "interrupted"
+    assert doc["summary"]["interrupted"] >= 1
+    assert "Traceback" not in started.output()
+    rerun_is_exact(rig, far, account, tmp_path, target_client)
+
+
+def test_kill_9_leaves_no_copy_running_and_no_secret_behind(rig, far, account, tmp_path, target_client):
+    started = start(rig, far, account, tmp_path)
+    wait_for_skopeo(started, far.host)
+    started.proc.kill()
+    started.proc.wait(timeout=10)
+    assert gone_soon(far.host) == [], "skopeo copies outlived a killed chaosmirror"
+    assert not secrets_under(started.tmp)
+    leftovers = list(started.tmp.glob(f"chaosmirror-*-{started.proc.pid}-*"))
+    assert leftovers, "the killed run left no temporary folder: this test would not see the cleanup"
+    rerun_is_exact(rig, far, account, tmp_path, target_client)
+    assert not [p for p in leftovers if p.exists()], "the next run did not remove what the killed one left"
