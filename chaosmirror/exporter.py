@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from chaosmirror import bundle as fmt
+from chaosmirror import split
 from chaosmirror.engines import ArchiveWriter, Engine
 from chaosmirror.errors import BundleError, ChaosmirrorError, EngineError, RegistryError
 from chaosmirror.layers import shared_layers
@@ -33,6 +34,7 @@ from chaosmirror.release import Release
 from chaosmirror.report import Entry, Report
 from chaosmirror.settings import Settings
 from chaosmirror.survey import survey
+from chaosmirror.workfiles import OutputLock, remove_stale
 
 UNPLACED = Target("bundle.invalid")  # exports have no target; items still carry a destination value
 NO_DIGEST = "sha256:" + "0" * 64
@@ -49,13 +51,32 @@ def export_release(
     *,
     kind: str = fmt.OCI,
     since: Release | None = None,
+    split_size: int | None = None,
+    allow_oversize: bool = False,
     on_phase: Callable[[str], None] = lambda m: None,
     on_event: Callable[[Event], None] = lambda e: None,
 ) -> Report:
-    """Write `release`'s images to the bundle `output` (a tar, or a folder for docker-archive).
-    A failed image is reported and no bundle is written; the work folder is kept for the rerun."""
-    if output.exists():
-        raise ChaosmirrorError(f"{output} already exists; delete it (or choose another -o) to export again")
+    """Write `release`'s images to the bundle `output` (a tar, or a folder for docker-archive; with
+    `split_size`, parts OUTPUT.001, ... of at most that size). A failed image is reported and no
+    bundle is written; the work folder is kept for the rerun. One export per output at a time."""
+    if split_size and kind != fmt.OCI:
+        raise ChaosmirrorError("--split-size splits OCI bundles; a docker-archive bundle is already one tarball "
+                               "per image and platform")  # fmt: skip
+    with OutputLock(output):
+        return _export(release, settings, output, kind=kind, since=since, split_size=split_size,
+                       allow_oversize=allow_oversize, on_phase=on_phase, on_event=on_event)  # fmt: skip
+
+
+def _export(release: Release, settings: Settings, output: Path, *, kind: str, since: Release | None,
+            split_size: int | None, allow_oversize: bool, on_phase: Callable[[str], None],
+            on_event: Callable[[Event], None]) -> Report:  # fmt: skip
+    first = output.with_name(fmt.part_name(output.name, 1))
+    for existing in (output, first):
+        if existing.exists():
+            raise ChaosmirrorError(f"{existing} already exists; delete it (or choose another -o) to export again")
+    work = output.with_name(f"{output.name}.parts")
+    remove_stale(output.parent, prefix=f".{output.name}.")
+    remove_stale(work / "bundle" / "blobs" / "sha256")
     report = Report("bundle export", release.name, str(output))
     items = collect_items(release.images(settings.groups), UNPLACED, settings.source_mirrors)
     try:
@@ -67,8 +88,10 @@ def export_release(
             on_phase(f"reading {len(items)} images from the source")
             observed = survey(items, registries, settings.platforms, jobs=settings.workers(), target=False)
             unchanged = _unchanged(since, items, observed, registries, settings) if since else {}
-            job = _Export(settings, engine, registries, output.with_name(f"{output.name}.parts"), on_event)
+            job = _Export(settings, engine, registries, work, on_event)
             todo = [i for i in items if i not in unchanged]
+            if split_size:
+                split.check_fits(_planned(release, todo, observed, settings), split_size, allow_oversize=allow_oversize)
             exported = job.oci(todo, observed, on_phase) if kind == fmt.OCI else job.archives(todo, observed)
     except (RegistryError, EngineError) as exc:
         report.error = str(exc)
@@ -89,13 +112,32 @@ def export_release(
         unchanged=tuple(fmt.BundleImage(str(i.src), hce_name(i.src), d, (), 0, i.uses, d)
                         for i, d in unchanged.items()),
     )  # fmt: skip
-    on_phase(f"writing {output}")
+    on_phase(f"writing {output}" + (f" in parts of at most {split_size} bytes" if split_size else ""))
     if kind == fmt.OCI:
-        _finish_oci(job.work, output, info)
+        _finish_oci(job.work, output, info, split_size=split_size, allow_oversize=allow_oversize, on_phase=on_phase)
     else:
         _finish_archives(job.work, output, info)
     report.finished = time.time()
     return report
+
+
+def _planned(release: Release, items: list[Item], observed: dict[Item, Observed], settings: Settings) -> split.Layout:
+    """The blobs an export will hold, with their sizes and users, as the survey saw them."""
+    blobs: dict[str, int] = {}
+    users: dict[str, list[str]] = {}
+    for item in items:
+        seen = observed[item]
+        try:
+            selection = _selection(seen, settings)
+        except ChaosmirrorError:
+            continue  # reported when the image itself is exported
+        assert seen.top is not None
+        found = [(seen.top.digest, len(seen.top.data))] + [(m.digest, len(m.data)) for m in seen.children.values()]
+        found += [d for part in parts_of(seen.top, selection, seen.children) for d in part.layers]
+        for digest, size in found:
+            blobs[fmt.blob_name(digest)] = size
+            users.setdefault(fmt.blob_name(digest), []).append(str(item.src))
+    return split.Layout(release.name, blobs, {n: tuple(dict.fromkeys(u)) for n, u in users.items()}, {})
 
 
 def _unchanged(
@@ -302,7 +344,8 @@ def _tree_size(blobs: Path, top: str) -> int:
     return total
 
 
-def _finish_oci(work: Path, output: Path, info: fmt.BundleInfo) -> None:
+def _finish_oci(work: Path, output: Path, info: fmt.BundleInfo, *, split_size: int | None, allow_oversize: bool,
+                on_phase: Callable[[str], None]) -> None:  # fmt: skip
     root = work / "bundle"
     read = _read_small(LayoutRef(root, ""))
     keep = sorted({fmt.blob_name(d) for image in info.images for d in references(image.digest, read)})
@@ -321,8 +364,20 @@ def _finish_oci(work: Path, output: Path, info: fmt.BundleInfo) -> None:
         if hashes[name] != name.rsplit("/", 1)[1]:
             (root / name).unlink()
             raise BundleError(f"{root / name} was damaged on disk and is removed; run the same command again")
-    (root / fmt.SUMS).write_text("".join(f"{digest}  {name}\n" for name, digest in hashes.items()))
-    fmt.write_tar(output, root, [fmt.INFO, fmt.SUMS, fmt.LAYOUT, fmt.INDEX, "blobs", "blobs/sha256", *keep])
+    if split_size:
+        users: dict[str, list[str]] = {}
+        for image in info.images:
+            for digest in references(image.digest, read):
+                users.setdefault(fmt.blob_name(digest), []).append(image.source)
+        layout = split.Layout(info.release, {n: (root / n).stat().st_size for n in keep},
+                              {n: tuple(dict.fromkeys(u)) for n, u in users.items()},
+                              {n: (root / n).stat().st_size for n in (fmt.LAYOUT, fmt.INDEX)})  # fmt: skip
+        del hashes[fmt.INFO]
+        split.write_parts(root, output, info, layout, hashes, split_size=split_size, allow_oversize=allow_oversize,
+                          on_phase=on_phase)  # fmt: skip
+    else:
+        (root / fmt.SUMS).write_text("".join(f"{digest}  {name}\n" for name, digest in hashes.items()))
+        fmt.write_tar(output, root, [fmt.INFO, fmt.SUMS, fmt.LAYOUT, fmt.INDEX, "blobs", "blobs/sha256", *keep])
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -370,6 +370,40 @@ class Registry:
             raise AuthError(f"cannot {what}: {self.endpoint.host} denied it (HTTP 403{detail})")
         raise RegistryError(f"cannot {what}: {self.endpoint.host} answered HTTP {resp.status}{detail}")
 
+    def upload_blob_checked(
+        self, ref: ImageRef, digest: str, size: int, stream: BinaryIO, check: Callable[[], str]
+    ) -> None:
+        """Upload `size` bytes of `stream` as `digest`, committing only what was checked: POST, one
+        streamed PATCH, then `check()` (the reason the bytes sent are not `digest`, or "" when they
+        are; the caller hashes them as they are read). Only then the PUT with `?digest=`; otherwise
+        the upload is deleted, so the registry never holds a blob that does not match its digest."""
+        scope = self._scope(ref, True)
+
+        def path_of(resp: Response, status: int) -> str:
+            # distribution reports a full disk only as text in a 500; others answer 507
+            if resp.status == 507 or (resp.status == 500 and b"no space left on device" in resp.body):
+                raise RegistryError(f"the registry {self.endpoint.host} is out of disk space (HTTP {resp.status} "
+                                    f"storing {digest}); free space there and run the same command again")  # fmt: skip
+            self._expect(resp, status, f"upload {digest} to {ref.repository}")
+            location = urllib.parse.urlsplit(resp.headers.get("location", ""))
+            if location.netloc and location.netloc != self.endpoint.api_host:
+                raise RegistryError(f"{self.endpoint.host} sends uploads to another host ({location.netloc})")
+            return f"{location.path}?{location.query}" if location.query else location.path
+
+        path = path_of(self.request("POST", f"/v2/{ref.repository}/blobs/uploads/", scope=scope), 202)
+        if size:
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size),
+                       "Content-Range": f"0-{size - 1}"}  # fmt: skip
+            path = path_of(self.request("PATCH", path, scope=scope, body=stream, headers=headers), 202)
+        problem = check()
+        if problem:
+            self.request("DELETE", path, scope=scope)
+            raise RegistryError(f"{problem}; the upload of {digest} to {ref.repository} was cancelled")
+        separator = "&" if "?" in path else "?"
+        path_of(
+            self.request("PUT", f"{path}{separator}digest={urllib.parse.quote(digest)}", scope=scope, body=b""), 201
+        )
+
 
 @dataclass
 class Registries:
