@@ -11,6 +11,7 @@ and the index last, byte for byte, so the target holds exactly the bundle's dige
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, cast
 
 from chaosmirror import bundle as fmt
-from chaosmirror.bundleset import Bundle, Part, read_manifest, top_descriptors
+from chaosmirror.bundleset import Bundle, read_manifest, top_descriptors
 from chaosmirror.errors import BundleError, ChaosmirrorError
 from chaosmirror.fanout import Fanout
 from chaosmirror.manifest import Manifest, Platform
@@ -159,7 +160,7 @@ class LayoutPush:
             return
         part, member = self.bundle.files[blob.name]
         with MemberReader(part.path, member) as reader:
-            check = self._check(blob, part, reader)
+            check = functools.partial(reader.problem, blob.digest)
             if len(places) == 1:
                 number, ref = places[0]
                 self._upload(blob, number, ref, cast(BinaryIO, reader), check)
@@ -184,18 +185,6 @@ class LayoutPush:
             self.dest(number).upload_blob_checked(ref, blob.digest, blob.size, stream, check)
         except ChaosmirrorError as exc:
             blob.errors[number] = str(exc)
-
-    @staticmethod
-    def _check(blob: _Blob, part: Part, reader: MemberReader) -> Callable[[], str]:
-        def check() -> str:
-            if reader.error:
-                return reader.error
-            if reader.digest() != blob.digest:
-                return (f"{blob.name} of {part.path} now hashes to {reader.digest()}: it changed after it was "
-                        "verified (failing media?)")  # fmt: skip
-            return ""
-
-        return check
 
     # --- manifests ----------------------------------------------------------------------------------
 

@@ -275,6 +275,15 @@ class MemberReader(io.RawIOBase):
     def digest(self) -> str:
         return "sha256:" + self.hasher.hexdigest()
 
+    def problem(self, digest: str) -> str:
+        """Once read to the end: why the bytes are not `digest` ("" when they are)."""
+        if self.error:
+            return self.error
+        if self.digest() != digest:
+            return (f"{self.member.name} of {self.path} now hashes to {self.digest()}, not {digest}: it changed "
+                    "after it was verified (failing media?)")  # fmt: skip
+        return ""
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

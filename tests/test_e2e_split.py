@@ -420,3 +420,31 @@ def test_one_import_to_two_registries_reads_each_blob_once(srig, single, tmp_pat
         )
     finally:
         other.stop()
+
+
+def test_bytes_that_changed_after_verification_are_never_committed(srig, account, tmp_path):
+    import hashlib
+    import io
+
+    from chaosmirror.errors import RegistryError
+    from chaosmirror.ref import ImageRef
+    from chaosmirror.registry import Registries
+    from chaosmirror.tarindex import MemberReader, index_tar
+    from tests.test_tarindex import write
+
+    good = random.Random(3).randbytes(300_000)
+    digest = "sha256:" + hashlib.sha256(good).hexdigest()
+    path = write(tmp_path / "b.tar", {"blobs/sha256/" + digest[7:]: good})
+    _flip(path)  # the disc went bad after `bundle verify`
+    ref = ImageRef(srig.target.host, f"{account}/chaos-ddcr", "1.47.0")
+    registry = Registries(ca_file=srig.tls.ca_cert, env=srig.env).get(srig.target.host, "dest")  # type: ignore[union-attr]
+    since = len(srig.target.requests())
+    reader = MemberReader(path, index_tar(path).members[0])
+    with reader, pytest.raises(RegistryError, match=f"now hashes to .*, not {digest}.*was cancelled"):
+        registry.upload_blob_checked(ref, digest, len(good), reader, lambda: reader.problem(digest))  # type: ignore[arg-type]
+    sent = [(e.method, e.status) for e in srig.target.requests(since) if e.status != 401]
+    assert sent == [("POST", 202), ("PATCH", 202), ("DELETE", 204)]  # the registry was never told the digest
+    assert not registry.has_blob(ref, digest)
+    registry.upload_blob_checked(ref, digest, len(good), io.BytesIO(good), lambda: "")  # type: ignore[arg-type]
+    assert registry.has_blob(ref, digest)
+    registry.close()
