@@ -175,3 +175,17 @@ def test_partial_files_of_dead_processes_are_removed_and_live_ones_kept(tmp_path
         child.kill()
         child.wait()
     assert dead.returncode == 0
+
+
+def test_a_part_of_another_split_is_named_as_such(tmp_path):
+    root, info, layout, hashes = _layout(tmp_path)
+    ours, theirs = tmp_path / "ours" / "b.tar", tmp_path / "theirs" / "b.tar"
+    for out, size in ((ours, 400_000), (theirs, 500_000)):
+        out.parent.mkdir()
+        split.write_parts(root, out, info, layout, hashes, split_size=size, allow_oversize=False, on_phase=print)
+    ours.with_name("b.tar.002").write_bytes(theirs.with_name("b.tar.002").read_bytes())
+    problems = verify(locate([ours])).problems
+    assert any(
+        p.endswith("b.tar.002 is part 2 of another bundle (HCE 9.9.9, id " + p.split("id ")[1]) for p in problems
+    )
+    assert any("part 2 of" in p and "is missing" in p for p in problems)
