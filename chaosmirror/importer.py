@@ -121,9 +121,8 @@ def _remove_old_scratch(bundle: Bundle, work_dir: Path | None) -> None:
     folders = [p.path.parent for p in bundle.parts.values()] + ([work_dir] if work_dir else [])
     bases = {p.path.name.rsplit(".", 1)[0] if bundle.split else p.path.name for p in bundle.parts.values()}
     for folder in dict.fromkeys(folders):
-        remove_stale(folder, prefix="\0", old_scratch=True)
         for base in bases:
-            remove_stale(folder, prefix=f".{base}.")
+            remove_stale(folder, prefix=f".{base}.", old_scratch=True)
 
 
 def bundle_release(info: fmt.BundleInfo) -> Release:

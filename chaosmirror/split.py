@@ -170,10 +170,11 @@ def plan(layout: Layout, info: fmt.BundleInfo, split_size: int, *, allow_oversiz
     raise BundleError("cannot plan the parts: bundle.json keeps growing")  # pragma: no cover
 
 
-def bundle_id(hashes: dict[str, str]) -> str:
-    """The id of a split bundle: its payload files' `hash  name` lines, sorted, hashed."""
+def bundle_id(hashes: dict[str, str], split_size: int) -> str:
+    """The id of a split bundle: its payload files' `hash  name` lines, sorted, and the size it was
+    split at, hashed. The same images split the same way give the same parts, byte for byte."""
     lines = "".join(sorted(f"{h}  {n}\n" for n, h in hashes.items() if n not in (fmt.INFO, fmt.SUMS, fmt.PART)))
-    return hashlib.sha256(lines.encode()).hexdigest()
+    return hashlib.sha256(f"{lines}split {split_size}\n".encode()).hexdigest()
 
 
 def write_parts(root: Path, output: Path, info: fmt.BundleInfo, layout: Layout, hashes: dict[str, str], *,
@@ -184,7 +185,7 @@ def write_parts(root: Path, output: Path, info: fmt.BundleInfo, layout: Layout, 
     staging = root.parent / "split"
     staging.mkdir(exist_ok=True)
     remove_stale(staging)
-    ident, count = bundle_id(hashes), len(parts)
+    ident, count = bundle_id(hashes, split_size), len(parts)
     entries: list[fmt.PartEntry] = []
     for part in parts[1:]:
         name = fmt.part_name(output.name, part.number)

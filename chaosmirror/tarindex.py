@@ -146,6 +146,8 @@ def _walk(fd: int, path: Path, total: int, check_name: NameCheck, links: bool) -
         if not header:
             return members  # no end-of-archive blocks: a cut at a member boundary; SHA256SUMS tells
         if len(header) < BLOCK:
+            if pos == 0:
+                raise BundleError(f"{path} is not a tar file (it is only {total} bytes)")
             raise BundleError(f"{path} is truncated (in a tar header at byte {pos}); export it again")
         if header == b"\0" * BLOCK:
             return members
