@@ -1,7 +1,7 @@
 """Import an air-gap bundle into one or more registries, with no access to the source registry.
 
 The bundle is read where it lies (a read-only disc is fine) and nothing is extracted. Every byte is
-verified first (`bundleset.verify`); nothing is pushed from a damaged or incomplete bundle, and a
+verified first (`bundlecheck.verify`); nothing is pushed from a damaged or incomplete bundle, and a
 missing part is named. An OCI bundle is then pushed straight from its tar members by the registry
 client (`layoutpush`), each blob read once for all targets. A docker-archive bundle pushes one
 platform per image with the engine, from the archives in place. A delta bundle's left-out images
@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chaosmirror import bundle as fmt
-from chaosmirror.bundleset import Bundle, Verified, locate, verify, verify_part
+from chaosmirror.bundlecheck import Verified, verify, verify_part
+from chaosmirror.bundleset import Bundle, locate
 from chaosmirror.engines import Engine
 from chaosmirror.errors import BundleError, ChaosmirrorError, EngineError, RegistryError
 from chaosmirror.layoutpush import LayoutPush

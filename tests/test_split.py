@@ -14,7 +14,8 @@ import pytest
 
 from chaosmirror import bundle as fmt
 from chaosmirror import split
-from chaosmirror.bundleset import locate, verify, verify_part
+from chaosmirror.bundlecheck import verify, verify_part
+from chaosmirror.bundleset import locate
 from chaosmirror.errors import BundleError, ChaosmirrorError
 from chaosmirror.workfiles import OutputLock, remove_stale
 from lab import standin
