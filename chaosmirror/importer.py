@@ -54,7 +54,7 @@ def check(paths: Sequence[Path]) -> Checked:
 
 
 def _is_part(path: Path) -> bool:
-    if not path.is_file() or not fmt.PART_RE.match(path.name):
+    if not path.is_file():
         return False
     try:
         return fmt.PART in index_tar(path, check_name=fmt.safe_name).files()

@@ -117,21 +117,22 @@ def pack(layout: Layout, split_size: int, *, info_size: int, allow_oversize: boo
     first = _Part(1, {fmt.INFO: info_size, fmt.PART: widest, **layout.first})
     parts = [first]
     if first.size() > split_size:
-        raise BundleError(f"--split-size {split_size} is too small for part 001's metadata (bundle.json, index.json): "
-                          f"the smallest --split-size that works is {smallest(layout, info_size)}")  # fmt: skip
+        need = smallest(layout, info_size)
+        raise ChaosmirrorError(f"--split-size {split_size} is too small for part 001's metadata (bundle.json, "
+                               f"index.json): the smallest --split-size that works is {need}")  # fmt: skip
     for name, size in sorted(layout.blobs.items(), key=lambda kv: (-kv[1], kv[0])):
         home = next((p for p in parts if not p.oversize and p.size((name, size)) <= split_size), None)
         if home is None:
             home = _Part(len(parts) + 1, {fmt.PART: widest})
             if home.size((name, size)) > split_size:
                 if not allow_oversize:
-                    raise BundleError(_too_large(layout, name, size, split_size, info_size))
+                    raise ChaosmirrorError(_too_large(layout, name, size, split_size, info_size))
                 home.oversize = True
             parts.append(home)
         home.add(name, size)
     if len(parts) > MAX_PARTS:
-        raise BundleError(f"--split-size {split_size} would make {len(parts)} parts, more than {MAX_PARTS}: choose a "
-                          "larger size")  # fmt: skip
+        raise ChaosmirrorError(f"--split-size {split_size} would make {len(parts)} parts, more than {MAX_PARTS}: "
+                               "choose a larger size")  # fmt: skip
     return parts
 
 

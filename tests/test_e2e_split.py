@@ -454,3 +454,37 @@ def test_bytes_that_changed_after_verification_are_never_committed(srig, account
     registry.upload_blob_checked(ref, digest, len(good), io.BytesIO(good), lambda: "")  # type: ignore[arg-type]
     assert registry.has_blob(ref, digest)
     registry.close()
+
+
+def test_a_blob_larger_than_the_split_size_stops_the_export_before_any_download(srig, tmp_path):
+    out = tmp_path / "hce.tar"
+    since = len(srig.source.requests())
+    done = cli(srig, *export_args(srig, out, "--split-size", "1MB"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert re.search(
+        r"blob sha256:[0-9a-f]{64} \(2\.\d MB, used by docker\.io/harness/.*\) does not fit in a part "
+        r"of --split-size 1000000 .* the smallest --split-size that works is \d+ \(2\.\d MB\)",
+        done.stderr,
+    )
+    layers = {b.digest for art in srig.artifacts.values() for i in art.images for b in i.blobs[1:]}
+    fetched = {e.path.rsplit("/", 1)[1] for e in srig.source.requests(since) if "/blobs/" in e.path}
+    assert fetched and not fetched & layers  # the survey read configs; not one layer was downloaded
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_full_target_disk_is_named_as_the_target_s(srig, single, account, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True,
+                             text=True, check=False)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.fail(f"this test mounts a small tmpfs and must run as root: {mounted.stderr.strip()}")
+    full = RegistryServer(disk / "registry")
+    try:
+        full.start()
+        done = cli(srig, *import_args(srig, [single], account, to=full.host))
+        assert done.returncode == 1
+        assert f"the registry {full.host} is out of disk space" in done.stdout and "free space there" in done.stdout
+    finally:
+        full.stop()
+        subprocess.run(["umount", str(disk)], check=False)

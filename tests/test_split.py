@@ -16,7 +16,7 @@ from chaosmirror import bundle as fmt
 from chaosmirror import split
 from chaosmirror.bundlecheck import verify, verify_part
 from chaosmirror.bundleset import locate
-from chaosmirror.errors import BundleError, ChaosmirrorError
+from chaosmirror.errors import ChaosmirrorError
 from chaosmirror.workfiles import OutputLock, remove_stale
 from lab import standin
 from lab.images import write_oci_layout
@@ -103,7 +103,9 @@ def test_parts_are_at_most_the_size_verify_alone_and_together(tmp_path):
 def test_a_blob_larger_than_the_size_names_the_smallest_size_that_works(tmp_path):
     root, info, layout, hashes = _layout(tmp_path)
     out = tmp_path / "b.tar"
-    with pytest.raises(BundleError, match=r"does not fit .* the smallest --split-size that works is (\d+)") as caught:
+    with pytest.raises(
+        ChaosmirrorError, match=r"does not fit .* the smallest --split-size that works is (\d+)"
+    ) as caught:
         split.write_parts(root, out, info, layout, hashes, split_size=200_000, allow_oversize=False,
                           on_phase=lambda m: None)  # fmt: skip
     smallest = int(str(caught.value).split("works is ")[1].split()[0])
