@@ -15,7 +15,7 @@ import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, cast
 
 from chaosmirror import bundle as fmt
@@ -27,7 +27,7 @@ from chaosmirror.mirror import Event, entry_for
 from chaosmirror.plan import Action, Item, Observed, Plan, build_plan
 from chaosmirror.ref import ImageRef, LayoutRef, Target
 from chaosmirror.registry import Registries, Registry
-from chaosmirror.report import Entry, human_size
+from chaosmirror.report import Entry, Status, human_size
 from chaosmirror.tarindex import CHUNK, MemberReader
 
 
@@ -133,6 +133,13 @@ class LayoutPush:
     # --- blobs --------------------------------------------------------------------------------------
 
     def _put_blob(self, blob: _Blob) -> None:
+        try:
+            self._place(blob)
+        except Exception as exc:  # noqa: BLE001 - one blob's bug must not stop the others
+            for number in blob.homes:
+                blob.errors.setdefault(number, f"unexpected {type(exc).__name__}: {exc}")
+
+    def _place(self, blob: _Blob) -> None:
         lacking = []
         for number, home in blob.homes.items():
             try:
@@ -189,19 +196,20 @@ class LayoutPush:
     # --- manifests ----------------------------------------------------------------------------------
 
     def _finish(self, number: int, action: Action, images: dict[ImageRef, _Image], blobs: dict[str, _Blob]) -> Entry:
-        if action.kind != "copy":
-            status = "skipped" if action.kind == "skip" else "failed"
-            entry = entry_for(action, status, error=action.reason if status == "failed" else "")  # type: ignore[arg-type]
-            self.on_event(Event("done", action, entry))
-            return entry
-        self.on_event(Event("start", action))
-        errors = [blobs[d].errors[number] for part in action.parts for d, _ in part.layers
-                  if number in blobs[d].errors]  # fmt: skip
-        seconds = time.monotonic() - self.started
-        if errors:
-            entry = entry_for(action, "failed", seconds=seconds, error="; ".join(dict.fromkeys(errors)))
+        """The entry of one image in one target: put its manifests once its blobs are all in."""
+        if action.kind == "copy":
+            self.on_event(Event("start", action))
+            errors = [blobs[d].errors[number] for part in action.parts for d, _ in part.layers
+                      if number in blobs[d].errors]  # fmt: skip
+            if errors:
+                entry = entry_for(action, "failed", seconds=time.monotonic() - self.started,
+                                  error="; ".join(dict.fromkeys(errors)))  # fmt: skip
+            else:
+                entry = self._manifests(number, action, images[action.item.src])
         else:
-            entry = self._manifests(number, action, images[action.item.src])
+            status: Status = "skipped" if action.kind == "skip" else "failed"
+            entry = entry_for(action, status, error=action.reason if status == "failed" else "")
+        entry = replace(entry, pulled_from=self.bundle.named)
         self.on_event(Event("done", action, entry))
         return entry
 
