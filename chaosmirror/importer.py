@@ -83,20 +83,31 @@ def import_bundle(
     problems = verify(bundle).problems
     if problems:
         raise BundleError(f"{bundle.named} is damaged or incomplete; nothing was pushed:\n  " + "\n  ".join(problems))
-    try:
-        if info.kind == fmt.OCI:
+    if info.kind == fmt.OCI:
+        try:
             report.entries = _push_layout(bundle, settings, places, report, on_event=on_event, on_phase=on_phase)
-        else:
-            for target in places:
-                with Session(replace(settings, target=target), report) as (registries, engine):
-                    check_target(registries, target.host)
-                    job = _Import(settings, target, engine, registries, on_event)
-                    report.entries += job.archives(info, bundle.folder or Path()) + job.unchanged(info)
-    except (RegistryError, EngineError) as exc:
-        report.error = str(exc)
-        report.entries = [Entry(i.source, str(t.place(ImageRef.parse(i.source))), "failed", uses=i.uses,
-                                error=str(exc)) for t in places for i in (*info.images, *info.unchanged)]  # fmt: skip
+        except (RegistryError, EngineError) as exc:
+            report.error = str(exc)
+            report.entries = [e for t in places for e in _all_failed(info, t, str(exc))]
+        return report
+    errors = []
+    for target in places:  # docker archives, through the engine, one target after the other
+        try:
+            with Session(replace(settings, target=target), report) as (registries, engine):
+                check_target(registries, target.host)
+                job = _Import(settings, target, engine, registries, on_event)
+                report.entries += job.archives(info, bundle.folder or Path()) + job.unchanged(info)
+        except (RegistryError, EngineError) as exc:
+            errors.append(str(exc))
+            report.entries += _all_failed(info, target, str(exc))
+    report.error = "; ".join(errors)
     return report
+
+
+def _all_failed(info: fmt.BundleInfo, target: Target, error: str) -> list[Entry]:
+    """Every image failed in `target`, for a failure that stopped the run there."""
+    return [Entry(i.source, str(target.place(ImageRef.parse(i.source))), "failed", uses=i.uses, error=error)
+            for i in (*info.images, *info.unchanged)]  # fmt: skip
 
 
 def _push_layout(bundle: Bundle, settings: Settings, targets: tuple[Target, ...], report: Report, *,
