@@ -1,42 +1,47 @@
-"""The air-gap bundle format: write it so it never looks complete before it is, read it safely, verify it.
+"""The air-gap bundle format: what `bundle.json` and `part.json` say, the names a bundle may hold,
+`SHA256SUMS`, and writing a tar so it never looks complete before it is.
 
-An OCI bundle is one uncompressed tar: `bundle.json` (what is inside), `SHA256SUMS` (every other
-file), then an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/...`) in which a layer
-shared by several images is stored once. A docker-archive bundle is a folder of `docker load`-able
-tarballs with the same `bundle.json` and `SHA256SUMS`. Reading never trusts a name: tar entries
-must be plain files with expected names, digests are validated before they become paths, and every
-byte is hashed before anything is pushed.
+An OCI bundle is one uncompressed tar (format 1): `bundle.json` (what is inside), `SHA256SUMS`
+(every other file), then an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/...`) in
+which a layer shared by several images is stored once. Split with `--split-size`, it is parts
+`NAME.001`, `NAME.002`, ... (format 2), each a tar of whole files with its own `part.json` and
+`SHA256SUMS`; part 001 holds `bundle.json`, which lists every part. A docker-archive bundle is a
+folder of `docker load`-able tarballs with the same `bundle.json` and `SHA256SUMS`. docs/bundles.md
+is the full description; `bundleset` reads bundles, `split` writes parts.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import re
 import tarfile
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from chaosmirror import __version__
-from chaosmirror.errors import BundleError, RefError
-from chaosmirror.manifest import references
-from chaosmirror.ref import check_digest
+from chaosmirror.errors import BundleError, Interrupted, RefError
+from chaosmirror.lifecycle import Run
+from chaosmirror.ref import ImageRef, check_digest
 
-FORMAT = 1
+FORMAT, SPLIT_FORMAT = 1, 2
 OCI, DOCKER_ARCHIVE = "oci", "docker-archive"
-INFO, SUMS, LAYOUT, INDEX = "bundle.json", "SHA256SUMS", "oci-layout", "index.json"
+INFO, SUMS, LAYOUT, INDEX, PART = "bundle.json", "SHA256SUMS", "oci-layout", "index.json", "part.json"
 REF_NAME = "org.opencontainers.image.ref.name"
 HCE_NAME = "io.chaosmirror.hce-name"
-_BLOB_RE = re.compile(r"^blobs/sha256/([a-f0-9]{64})$")
-_ARCHIVE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.tar$")
-SMALL = 1024 * 1024  # files this small are kept while scanning: manifests, configs, bundle.json
+BLOB_RE = re.compile(r"^blobs/sha256/([a-f0-9]{64})$")
+ARCHIVE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.tar$")
+PART_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,200})\.([0-9]{3})$")
+SMALL = 1024 * 1024
 CHUNK = 1024 * 1024
+MiB = 1024 * 1024
+CAPS = {INFO: 16 * MiB, SUMS: 16 * MiB, INDEX: 16 * MiB, PART: MiB, LAYOUT: 4096}  # read only below these
+MAX_MANIFEST = 4 * MiB  # distribution's own limit
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,16 @@ class BundleImage:
 
 
 @dataclass(frozen=True)
+class PartEntry:
+    """One part of a split bundle, as part 001's bundle.json lists it."""
+
+    name: str  # NAME.NNN
+    size: int
+    sha256: str  # hex; "" for part 001, which holds this list and so cannot hold its own hash
+    images: tuple[str, ...] = ()  # sources of the images that have a blob in this part
+
+
+@dataclass(frozen=True)
 class BundleInfo:
     kind: str
     release: str
@@ -64,6 +79,8 @@ class BundleInfo:
     since: str = ""  # a delta bundle: the release it leaves unchanged images to
     unchanged: tuple[BundleImage, ...] = ()  # what a delta left out (the base bundle has them)
     format: int = FORMAT
+    id: str = ""  # split bundles: the id every part.json carries
+    parts: tuple[PartEntry, ...] = ()  # split bundles: every part, 001 first
 
     def to_json(self) -> bytes:
         doc = asdict(self)
@@ -71,27 +88,35 @@ class BundleInfo:
         if not self.since:
             doc.pop("since", None)
             doc.pop("unchanged", None)
+        if not self.parts:
+            doc.pop("parts")
+            doc.pop("id")
         return (json.dumps(doc, indent=2) + "\n").encode()
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> BundleInfo:
         try:
             doc = json.loads(data)
-            if doc.get("format") != FORMAT:
+            if doc.get("format") not in (FORMAT, SPLIT_FORMAT):
                 raise BundleError(
-                    f"{where}: bundle format {doc.get('format')!r} is not supported (this "
-                    f"chaosmirror reads format {FORMAT}); use the chaosmirror that wrote it"
+                    f"{where}: bundle format {doc.get('format')!r} is not supported (this chaosmirror "
+                    f"reads formats {FORMAT} and {SPLIT_FORMAT}); use the chaosmirror that wrote it"
                 )
             delta = doc.pop("delta", None) or {}
             images = tuple(_image(i) for i in doc.pop("images"))
             unchanged = tuple(_image(i) for i in delta.get("unchanged", ()))
+            parts = tuple(_part(p) for p in doc.pop("parts", ()))
             for key in ("groups", "platforms"):
                 doc[key] = tuple(doc.get(key, ()))
-            info = cls(images=images, since=delta.get("since", ""), unchanged=unchanged, **doc)
+            info = cls(images=images, since=delta.get("since", ""), unchanged=unchanged, parts=parts, **doc)
         except (ValueError, TypeError, KeyError, AttributeError, RefError) as exc:
             raise BundleError(f"{where}: bundle.json is malformed ({exc})") from None
         if info.kind not in (OCI, DOCKER_ARCHIVE):
             raise BundleError(f"{where}: unknown bundle kind {info.kind!r}")
+        if (info.format == SPLIT_FORMAT) != bool(info.parts) or (
+            info.parts and not re.fullmatch("[a-f0-9]{64}", info.id)
+        ):
+            raise BundleError(f"{where}: bundle.json is malformed (format {info.format} with {len(info.parts)} parts)")
         return info
 
 
@@ -101,7 +126,51 @@ def _image(doc: dict[str, Any]) -> BundleImage:
     doc["uses"] = tuple(doc.get("uses", ()))
     doc["archives"] = tuple(tuple(a) for a in doc.get("archives", ()))
     check_digest(doc["digest"])
+    ImageRef.parse(doc["source"])
+    for archive in doc["archives"]:
+        if len(archive) != 2 or not ARCHIVE_RE.match(str(archive[1])):
+            raise ValueError(f"archive name {archive[-1]!r} of {doc['source']} is not a plain NAME.tar file name")
     return BundleImage(**doc)
+
+
+def _part(doc: dict[str, Any]) -> PartEntry:
+    entry = PartEntry(str(doc["name"]), int(doc["size"]), str(doc["sha256"]), tuple(map(str, doc.get("images", ()))))
+    if not PART_RE.match(entry.name):
+        raise ValueError(f"part name {entry.name!r} is not a plain NAME.NNN file name")
+    if entry.sha256 and not re.fullmatch("[a-f0-9]{64}", entry.sha256):
+        raise ValueError(f"part {entry.name} has a malformed sha256")
+    return entry
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """`part.json`: which part of which bundle a file is, and whose blobs it holds."""
+
+    bundle: str  # BundleInfo.id
+    release: str
+    part: int
+    parts: int
+    images: tuple[str, ...] = ()
+    format: int = SPLIT_FORMAT
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=2) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> PartInfo:
+        try:
+            doc = json.loads(data)
+            info = cls(str(doc["bundle"]), str(doc["release"]), int(doc["part"]), int(doc["parts"]),
+                       tuple(map(str, doc.get("images", ()))), int(doc["format"]))  # fmt: skip
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise BundleError(f"{where}: part.json is malformed ({exc})") from None
+        if info.format != SPLIT_FORMAT or not 1 <= info.part <= info.parts <= 999:
+            raise BundleError(f"{where}: part.json is malformed (part {info.part} of {info.parts})")
+        return info
+
+
+def part_name(base: str, number: int) -> str:
+    return f"{base}.{number:03d}"
 
 
 def now() -> str:
@@ -131,34 +200,70 @@ def parse_sums(text: str, where: str) -> dict[str, str]:
     return out
 
 
+def safe_name(name: str) -> str | None:
+    """The reason `name` may not come out of a bundle, or None if it may."""
+    if not name or name.startswith("/") or "\\" in name or "\0" in name:
+        return "an absolute or malformed path"
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "a path that climbs out of the bundle"
+    if name in (INFO, SUMS, LAYOUT, INDEX, PART) or BLOB_RE.match(name) or name in ("blobs", "blobs/sha256"):
+        return None
+    if ARCHIVE_RE.match(name):
+        return None
+    return "not a file a bundle holds"
+
+
+def blob_name(digest: str) -> str:
+    return "blobs/sha256/" + check_digest(digest).split(":", 1)[1]
+
+
 # --- writing -------------------------------------------------------------------------------------
 
 
 def partial_name(final: Path) -> Path:
-    """Where a bundle is written until it is complete; never mistaken for a bundle (no .tar ending)."""
+    """Where a file is written until it is complete; never mistaken for a bundle (no .tar ending)."""
     return final.with_name(f".{final.name}.partial-{os.getpid()}")
 
 
-def write_tar(final: Path, folder: Path, names: list[str]) -> int:
-    """Tar `names` (relative to `folder`) into `final`, atomically: written under a temporary name,
-    synced, then renamed. Out of disk space leaves nothing under `final`. Returns the size."""
+class _Hashing:
+    """A file being written, hashed on the way (tarfile writes through it)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.hasher = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hasher.update(data)
+        return self.raw.write(data)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+
+def write_tar(final: Path, folder: Path, names: list[str], *, fixed: bool = False,
+              extra: dict[str, bytes] | None = None) -> str:  # fmt: skip
+    """Tar `names` (relative to `folder`; `extra` holds files given as bytes) into `final`,
+    atomically: written under a temporary name, synced, then renamed. Out of disk space leaves
+    nothing under `final`. With `fixed`, headers carry no dates or owners, so the same files give
+    the same bytes. Returns the SHA-256 (hex) of what was written."""
     partial = partial_name(final)
+    extra = extra or {}
+    run = Run.current()
     try:
-        with open(partial, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for name in names:
-                info = tar.gettarinfo(str(folder / name), arcname=name)
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                info.mode = 0o644 if info.isfile() else 0o755
-                if info.isfile():
-                    with open(folder / name, "rb") as stream:
-                        tar.addfile(info, stream)
-                else:
-                    tar.addfile(info)
-            tar.close()
+        with open(partial, "wb") as raw:
+            hashing = _Hashing(raw)
+            with tarfile.open(fileobj=cast(IO[bytes], hashing), mode="w", format=tarfile.USTAR_FORMAT) as tar:
+                for name in names:
+                    if run is not None:
+                        run.check()  # a stop ends the write here; the partial file goes below
+                    _add(tar, folder, name, extra, fixed=fixed)
             raw.flush()
             os.fsync(raw.fileno())
         partial.replace(final)
+    except Interrupted:
+        partial.unlink(missing_ok=True)
+        raise
     except OSError as exc:
         partial.unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
@@ -168,193 +273,29 @@ def write_tar(final: Path, folder: Path, names: list[str]) -> int:
                 "same command again: what was already downloaded is reused"
             ) from None
         raise BundleError(f"cannot write {final}: {exc.strerror or exc}") from None
-    return final.stat().st_size
+    return hashing.hasher.hexdigest()
+
+
+def _add(tar: tarfile.TarFile, folder: Path, name: str, extra: dict[str, bytes], *, fixed: bool) -> None:
+    if name in extra:
+        info = tarfile.TarInfo(name)
+        info.size = len(extra[name])
+        info.mode = 0o644
+        info.mtime = 0 if fixed else int(time.time())
+        tar.addfile(info, io.BytesIO(extra[name]))
+        return
+    info = tar.gettarinfo(str(folder / name), arcname=name)
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o644 if info.isfile() else 0o755
+    if fixed:
+        info.mtime = 0
+    if info.isfile():
+        with open(folder / name, "rb") as stream:
+            tar.addfile(info, stream)
+    else:
+        tar.addfile(info)
 
 
 def sum_sizes(folder: Path, names: list[str]) -> int:
     return sum((folder / n).stat().st_size for n in names if (folder / n).is_file())
-
-
-# --- reading -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Scan:
-    """What one pass over a bundle found: each file's SHA-256, the small files' bytes, the problems."""
-
-    where: str
-    hashes: dict[str, str] = field(default_factory=dict)
-    small: dict[str, bytes] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    info: BundleInfo | None = None
-
-
-def _safe_name(name: str) -> str | None:
-    """The reason `name` may not come out of a bundle, or None if it may."""
-    if not name or name.startswith("/") or "\\" in name or "\0" in name:
-        return "an absolute or malformed path"
-    parts = name.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        return "a path that climbs out of the bundle"
-    if name in (INFO, SUMS, LAYOUT, INDEX) or _BLOB_RE.match(name) or name in ("blobs", "blobs/sha256"):
-        return None
-    if _ARCHIVE_RE.match(name):
-        return None
-    return "not a file a bundle holds"
-
-
-def _members(tar: tarfile.TarFile, where: str) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
-    try:
-        for member in tar:
-            name = member.name.rstrip("/") if member.isdir() else member.name
-            reason = _safe_name(name)
-            if reason:
-                raise BundleError(f"{where}: refusing entry {member.name!r}: {reason}")
-            if not (member.isfile() or member.isdir()):
-                kind = "link" if member.issym() or member.islnk() else "device or special file"
-                raise BundleError(f"{where}: refusing entry {member.name!r}: a {kind}; bundles hold plain files only")
-            yield member, tar.extractfile(member) if member.isfile() else None
-    except (tarfile.TarError, EOFError) as exc:
-        raise BundleError(f"{where} is truncated or not a tar file ({exc}); export it again") from None
-
-
-def scan_tar(path: Path, *, extract_to: Path | None = None) -> Scan:
-    """Read a bundle tar once: check every entry, hash every file, optionally extract it."""
-    scan = Scan(str(path))
-    try:
-        tar = tarfile.open(path, mode="r|")  # noqa: SIM115 - entered below, once it has opened
-    except (OSError, tarfile.TarError) as exc:
-        raise BundleError(f"cannot read {path}: {exc}") from None
-    with tar:
-        for member, stream in _members(tar, str(path)):
-            name = member.name.rstrip("/")
-            if stream is None:
-                continue
-            digest = hashlib.sha256()
-            kept = bytearray()
-            try:
-                with contextlib.ExitStack() as stack:
-                    out = stack.enter_context(_create(extract_to / name)) if extract_to is not None else None
-                    while chunk := stream.read(CHUNK):
-                        digest.update(chunk)
-                        if len(kept) + len(chunk) <= SMALL:
-                            kept += chunk
-                        if out:
-                            out.write(chunk)
-            except (tarfile.TarError, EOFError, OSError) as exc:
-                raise BundleError(f"{path} is truncated or unreadable at {name} ({exc}); export it again") from None
-            if member.size != len(kept) and member.size <= SMALL:
-                raise BundleError(f"{path} is truncated at {name}; export it again")
-            scan.hashes[name] = digest.hexdigest()
-            if member.size <= SMALL:
-                scan.small[name] = bytes(kept)
-    check(scan)
-    return scan
-
-
-def _create(target: Path) -> IO[bytes]:
-    """A new file at a path built only from a checked name; never follows or replaces anything."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    return os.fdopen(fd, "wb")
-
-
-def scan_folder(path: Path) -> Scan:
-    """The same checks for a docker-archive bundle folder."""
-    scan = Scan(str(path))
-    for entry in sorted(path.iterdir()):
-        reason = _safe_name(entry.name)
-        if entry.is_symlink() or not entry.is_file() or reason:
-            scan.problems.append(f"unexpected entry {entry.name!r} in the bundle folder")
-            continue
-        scan.hashes[entry.name] = sha256_file(entry)
-        if entry.name in (INFO, SUMS):
-            scan.small[entry.name] = entry.read_bytes()
-    check(scan)
-    return scan
-
-
-def check(scan: Scan) -> None:
-    """Turn a scan into problems: checksums, blob digests, and every manifest's blobs present."""
-    if INFO not in scan.small:
-        scan.problems.append("bundle.json is missing: this is not a chaosmirror bundle, or it is incomplete")
-        return
-    scan.info = BundleInfo.from_json(scan.small[INFO], scan.where)
-    if SUMS not in scan.small:
-        scan.problems.append("SHA256SUMS is missing: the bundle is incomplete")
-        return
-    sums = parse_sums(scan.small[SUMS].decode(errors="replace"), scan.where)
-    owners = _owners(scan)
-    for name, expected in sums.items():
-        if name not in scan.hashes:
-            scan.problems.append(f"{name} is missing{owners.get(name, '')}")
-        elif scan.hashes[name] != expected:
-            scan.problems.append(f"{name} is damaged (checksum differs from SHA256SUMS){owners.get(name, '')}")
-    for name in scan.hashes:
-        if name not in sums and name != SUMS:
-            scan.problems.append(f"{name} is not listed in SHA256SUMS")
-        match = _BLOB_RE.match(name)
-        if match and scan.hashes[name] != match.group(1):
-            scan.problems.append(
-                f"blob sha256:{match.group(1)} is damaged: its content hashes to "
-                f"sha256:{scan.hashes[name]}{owners.get(name, '')}"
-            )
-    if scan.info.kind == OCI:
-        _check_layout(scan, owners)
-
-
-def _owners(scan: Scan) -> dict[str, str]:
-    """For each file: ' (used by image, image)', from the manifests the scan kept."""
-    users: dict[str, list[str]] = {}
-    assert scan.info is not None
-    for image in scan.info.images:
-        for archive in image.archives:
-            users.setdefault(archive[1], []).append(image.source)
-        for digest in _reachable(scan, image.digest):
-            users.setdefault(blob_name(digest), []).append(image.source)
-    return {name: f" (used by {', '.join(dict.fromkeys(who))})" for name, who in users.items()}
-
-
-def blob_name(digest: str) -> str:
-    return "blobs/sha256/" + check_digest(digest).split(":", 1)[1]
-
-
-def _reachable(scan: Scan, top: str) -> list[str]:
-    """Every blob digest `top` references, itself included, as far as the kept manifests tell."""
-    return references(top, lambda digest: scan.small.get(blob_name(digest)))
-
-
-def _check_layout(scan: Scan, owners: dict[str, str]) -> None:
-    assert scan.info is not None
-    for name in (LAYOUT, INDEX):
-        if name not in scan.small:
-            scan.problems.append(f"{name} is missing")
-            return
-    try:
-        entries = {e["annotations"][REF_NAME]: e["digest"] for e in json.loads(scan.small[INDEX])["manifests"]}
-    except (ValueError, KeyError, TypeError):
-        scan.problems.append("index.json is malformed")
-        return
-    for image in scan.info.images:
-        if entries.get(image.source) != image.digest:
-            scan.problems.append(f"index.json does not list {image.source} at {image.digest}")
-        for digest in _reachable(scan, image.digest):
-            if blob_name(digest) not in scan.hashes:
-                scan.problems.append(f"blob {digest} is missing (used by {image.source})")
-
-
-def read_info(path: Path) -> BundleInfo:
-    """bundle.json of a bundle tar or folder, without reading the rest."""
-    if path.is_dir():
-        info_path = path / INFO
-        if not info_path.is_file():
-            raise BundleError(f"{path} has no bundle.json: not a chaosmirror bundle, or an incomplete one")
-        return BundleInfo.from_json(info_path.read_bytes(), str(path))
-    try:
-        with tarfile.open(path, mode="r|") as tar:
-            for member, stream in _members(tar, str(path)):
-                if member.name == INFO and stream is not None:
-                    return BundleInfo.from_json(stream.read(), str(path))
-    except OSError as exc:
-        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
-    raise BundleError(f"{path} has no bundle.json: not a chaosmirror bundle, or an incomplete one")

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from chaosmirror import bundle as fmt
+from chaosmirror import split
 from chaosmirror.engines import ArchiveWriter, Engine
-from chaosmirror.errors import BundleError, ChaosmirrorError, EngineError, RegistryError
+from chaosmirror.errors import BundleError, ChaosmirrorError, EngineError, Interrupted, RegistryError
 from chaosmirror.layers import shared_layers
+from chaosmirror.lifecycle import Run
 from chaosmirror.manifest import Manifest, platform_children, references
-from chaosmirror.mirror import Event, Session, platforms_for
+from chaosmirror.mirror import Event, Session, copy_with_retries, platforms_for
 from chaosmirror.plan import Item, Observed, Selection, choose, collect_items, parts_of
 from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef, Target
 from chaosmirror.registry import Registries
@@ -33,6 +35,7 @@ from chaosmirror.release import Release
 from chaosmirror.report import Entry, Report
 from chaosmirror.settings import Settings
 from chaosmirror.survey import survey
+from chaosmirror.workfiles import OutputLock, remove_stale
 
 UNPLACED = Target("bundle.invalid")  # exports have no target; items still carry a destination value
 NO_DIGEST = "sha256:" + "0" * 64
@@ -49,19 +52,39 @@ def export_release(
     *,
     kind: str = fmt.OCI,
     since: Release | None = None,
+    split_size: int | None = None,
+    allow_oversize: bool = False,
     on_phase: Callable[[str], None] = lambda m: None,
     on_event: Callable[[Event], None] = lambda e: None,
 ) -> Report:
-    """Write `release`'s images to the bundle `output` (a tar, or a folder for docker-archive).
-    A failed image is reported and no bundle is written; the work folder is kept for the rerun."""
-    if output.exists():
-        raise ChaosmirrorError(f"{output} already exists; delete it (or choose another -o) to export again")
+    """Write `release`'s images to the bundle `output` (a tar, or a folder for docker-archive; with
+    `split_size`, parts OUTPUT.001, ... of at most that size). A failed image is reported and no
+    bundle is written; the work folder is kept for the rerun. One export per output at a time."""
+    if split_size and kind != fmt.OCI:
+        raise ChaosmirrorError("--split-size splits OCI bundles; a docker-archive bundle is already one tarball "
+                               "per image and platform")  # fmt: skip
+    with OutputLock(output):
+        return _export(release, settings, output, kind=kind, since=since, split_size=split_size,
+                       allow_oversize=allow_oversize, on_phase=on_phase, on_event=on_event)  # fmt: skip
+
+
+def _export(release: Release, settings: Settings, output: Path, *, kind: str, since: Release | None,
+            split_size: int | None, allow_oversize: bool, on_phase: Callable[[str], None],
+            on_event: Callable[[Event], None]) -> Report:  # fmt: skip
+    first = output.with_name(fmt.part_name(output.name, 1))
+    for existing in (output, first):
+        if existing.exists():
+            raise ChaosmirrorError(f"{existing} already exists; delete it (or choose another -o) to export again")
+    work = output.with_name(f"{output.name}.parts")
+    remove_stale(output.parent, prefix=f".{output.name}.")
+    remove_stale(work / "bundle" / "blobs" / "sha256")
     report = Report("bundle export", release.name, str(output))
     items = collect_items(
         release.images(settings.groups, optional=settings.optional), UNPLACED, settings.source_mirrors
     )
+    run = Run.current() or Run()
     try:
-        with Session(settings, report) as (registries, engine):
+        with Session(settings, report, run=run, on_phase=on_phase) as (registries, engine):
             if kind == fmt.OCI and not engine.exact:
                 raise ChaosmirrorError(f"the {engine.name} engine cannot write OCI layouts: use --format "
                                        "docker-archive, or --engine skopeo")  # fmt: skip
@@ -69,12 +92,19 @@ def export_release(
             on_phase(f"reading {len(items)} images from the source")
             observed = survey(items, registries, settings.platforms, jobs=settings.workers(), target=False)
             unchanged = _unchanged(since, items, observed, registries, settings) if since else {}
-            job = _Export(settings, engine, registries, output.with_name(f"{output.name}.parts"), on_event)
+            job = _Export(settings, engine, registries, work, on_event)
             todo = [i for i in items if i not in unchanged]
+            if split_size:
+                split.check_fits(_planned(release, todo, observed, settings), split_size, allow_oversize=allow_oversize)
             exported = job.oci(todo, observed, on_phase) if kind == fmt.OCI else job.archives(todo, observed)
+    except Interrupted:
+        return _stopped(report, run, work)
     except (RegistryError, EngineError) as exc:
         report.error = str(exc)
         return report
+    if run.stopped:
+        report.entries = [entry for _, entry in exported]
+        return _stopped(report, run, work)
     base_note = f"unchanged since {since.name}" if since else ""
     report.entries = [entry for _, entry in exported] + [
         Entry(str(i.src), hce_name(i.src), "skipped", d, i.uses, reason=base_note) for i, d in unchanged.items()
@@ -91,13 +121,46 @@ def export_release(
         unchanged=tuple(fmt.BundleImage(str(i.src), hce_name(i.src), d, (), 0, i.uses, d)
                         for i, d in unchanged.items()),
     )  # fmt: skip
-    on_phase(f"writing {output}")
-    if kind == fmt.OCI:
-        _finish_oci(job.work, output, info)
-    else:
-        _finish_archives(job.work, output, info)
+    on_phase(f"writing {output}" + (f" in parts of at most {split_size} bytes" if split_size else ""))
+    try:
+        if kind == fmt.OCI:
+            _finish_oci(job.work, output, info, split_size=split_size, allow_oversize=allow_oversize,
+                        on_phase=on_phase)  # fmt: skip
+        else:
+            _finish_archives(job.work, output, info)
+    except Interrupted:
+        return _stopped(report, run, work)
     report.finished = time.time()
     return report
+
+
+def _stopped(report: Report, run: Run, work: Path) -> Report:
+    """A stop: no bundle is written (nothing under the output's name), what was downloaded stays."""
+    report.interrupted = run.reason
+    report.signal = run.signal or 0
+    report.notes.append(f"no bundle was written; what was downloaded is kept in {work} and reused when you run "
+                        "the same command again")  # fmt: skip
+    report.finished = time.time()
+    return report
+
+
+def _planned(release: Release, items: list[Item], observed: dict[Item, Observed], settings: Settings) -> split.Layout:
+    """The blobs an export will hold, with their sizes and users, as the survey saw them."""
+    blobs: dict[str, int] = {}
+    users: dict[str, list[str]] = {}
+    for item in items:
+        seen = observed[item]
+        try:
+            selection = _selection(seen, settings)
+        except ChaosmirrorError:
+            continue  # reported when the image itself is exported
+        assert seen.top is not None
+        found = [(seen.top.digest, len(seen.top.data))] + [(m.digest, len(m.data)) for m in seen.children.values()]
+        found += [d for part in parts_of(seen.top, selection, seen.children) for d in part.layers]
+        for digest, size in found:
+            blobs[fmt.blob_name(digest)] = size
+            users.setdefault(fmt.blob_name(digest), []).append(str(item.src))
+    return split.Layout(release.name, blobs, {n: tuple(dict.fromkeys(u)) for n, u in users.items()}, {})
 
 
 def _unchanged(
@@ -134,15 +197,21 @@ class _Export:
     work: Path
     on_event: Callable[[Event], None]
 
-    def _each(self, items: list[Item], one: Callable[[Item], fmt.BundleImage]) -> list[tuple[fmt.BundleImage, Entry]]:
-        """Run `one` per item in parallel; a failure is an entry, and never stops the others."""
+    def _each(self, items: list[Item],
+              one: Callable[[Item], tuple[fmt.BundleImage, str]]) -> list[tuple[fmt.BundleImage, Entry]]:  # fmt: skip
+        """Run `one` per item in parallel (it returns the image and a note); a failure is an entry,
+        and never stops the others; once the run stops, no new item starts."""
 
         def guarded(item: Item) -> tuple[fmt.BundleImage, Entry]:
             started = time.monotonic()
             try:
-                image = one(item)
+                image, note = one(item)
                 entry = Entry(image.source, image.name, "copied", image.digest, item.uses, str(item.pull),
-                              image.platforms, image.size, time.monotonic() - started)  # fmt: skip
+                              image.platforms, image.size, time.monotonic() - started, note=note)  # fmt: skip
+            except Interrupted as exc:
+                image = fmt.BundleImage(str(item.src), hce_name(item.src), NO_DIGEST, (), 0, item.uses)
+                entry = Entry(str(item.src), hce_name(item.src), "interrupted", uses=item.uses,
+                              pulled_from=str(item.pull), error=str(exc))  # fmt: skip
             except ChaosmirrorError as exc:
                 image = fmt.BundleImage(str(item.src), hce_name(item.src), NO_DIGEST, (), 0, item.uses)
                 entry = Entry(str(item.src), hce_name(item.src), "failed", uses=item.uses, pulled_from=str(item.pull),
@@ -150,8 +219,15 @@ class _Export:
             self.on_event(Event("done", None, entry))
             return image, entry
 
+        def unless_stopped(item: Item) -> tuple[fmt.BundleImage, Entry]:
+            if self.registries.run.stopped:
+                entry = Entry(str(item.src), hce_name(item.src), "interrupted", uses=item.uses,
+                              pulled_from=str(item.pull), error=self.registries.run.reason)  # fmt: skip
+                return fmt.BundleImage(str(item.src), hce_name(item.src), NO_DIGEST, (), 0, item.uses), entry
+            return guarded(item)
+
         with ThreadPoolExecutor(max_workers=max(1, self.settings.workers())) as pool:
-            return list(pool.map(guarded, items))
+            return list(pool.map(unless_stopped, items))
 
     # --- OCI layout ---------------------------------------------------------------------------------
 
@@ -162,29 +238,42 @@ class _Export:
     def oci(self, items: list[Item], observed: dict[Item, Observed],
             on_phase: Callable[[str], None]) -> list[tuple[fmt.BundleImage, Entry]]:  # fmt: skip
         (self.blobs / "sha256").mkdir(parents=True, exist_ok=True)
-        shared = shared_layers(self._holders(items, observed))
+        # every blob through chaosmirror's client (retried request by request); skopeo then finds each
+        # one in the shared folder and writes only the image's manifests
+        shared = shared_layers(self._holders(items, observed), min_repos=1)
         if shared:
-            on_phase(f"downloading {len(shared)} shared layers ({sum(x.size for x in shared) / 1e6:.1f} MB) once")
+            on_phase(f"downloading {len(shared)} blobs ({sum(x.size for x in shared) / 1e6:.1f} MB), each once")
             with ThreadPoolExecutor(max_workers=self.settings.workers()) as pool:
                 list(pool.map(lambda layer: self._download(layer.source, layer.digest), shared))
         position = {item: n for n, item in enumerate(items)}
         return self._each(items, lambda item: self._one_oci(item, observed[item], position[item]))
 
-    def _one_oci(self, item: Item, seen: Observed, number: int) -> fmt.BundleImage:
+    def _one_oci(self, item: Item, seen: Observed, number: int) -> tuple[fmt.BundleImage, str]:
         selection = _selection(seen, self.settings)
         assert isinstance(item.pull, ImageRef) and seen.top is not None
         scratch = self.work / "layouts" / str(number)  # one index.json per image; blobs are shared
         scratch.mkdir(parents=True, exist_ok=True)
-        if selection.index is None or selection.digest == seen.top.digest:
-            self.engine.copy(item.pull.with_digest(selection.digest), LayoutRef(scratch, str(item.src), self.blobs))
-        else:  # a subset of platforms: each platform, then the filtered index, written here
-            for part in selection.parts:
-                self.engine.copy(item.pull.with_digest(part.digest), LayoutRef(scratch / part.digest[7:19], "part",
-                                                                                 self.blobs))  # fmt: skip
-            _write_blob(self.blobs, selection.index.data)
+        note = ""
+        try:
+            if selection.index is None or selection.digest == seen.top.digest:
+                copy_with_retries(self.engine, item.pull.with_digest(selection.digest),
+                                  LayoutRef(scratch, str(item.src), self.blobs), self.registries)  # fmt: skip
+            else:  # a subset of platforms: each platform, then the filtered index, written here
+                for part in selection.parts:
+                    copy_with_retries(self.engine, item.pull.with_digest(part.digest),
+                                      LayoutRef(scratch / part.digest[7:19], "part", self.blobs),
+                                      self.registries)  # fmt: skip
+                _write_blob(self.blobs, selection.index.data)
+        except EngineError as exc:
+            if not exc.transient:
+                raise
+            # the blobs are here already (downloaded by the client); the manifests are known from the survey
+            for manifest in [*seen.children.values(), seen.top, *([selection.index] if selection.index else [])]:
+                _write_blob(self.blobs, manifest.data)
+            note = f"{self.engine.name} kept failing ({exc}); chaosmirror's client wrote the manifests"
         size = _tree_size(self.blobs, selection.digest)
         return fmt.BundleImage(str(item.src), hce_name(item.src), selection.digest, selection.platforms, size,
-                               item.uses, seen.top.digest)  # fmt: skip
+                               item.uses, seen.top.digest), note  # fmt: skip
 
     def _holders(self, items: list[Item], observed: dict[Item, Observed]) -> list[tuple[ImageRef, ImageRef, Any]]:
         """(source, place, layers) of each image that will be exported, for `layers.shared_layers`."""
@@ -206,15 +295,20 @@ class _Export:
         if target.exists():
             return
         partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-        try:
+        assert isinstance(ref, ImageRef)
+        source = self.registries.for_ref(ref, "src")
+
+        def attempt() -> None:  # a download that breaks half-way starts again
             hasher = hashlib.sha256()
-            assert isinstance(ref, ImageRef)
-            with self.registries.for_ref(ref, "src").open_blob(ref, digest) as stream, open(partial, "wb") as out:
+            with source.open_blob(ref, digest) as stream, open(partial, "wb") as out:
                 while chunk := stream.read(fmt.CHUNK):
                     hasher.update(chunk)
                     out.write(chunk)
             if f"sha256:{hasher.hexdigest()}" == digest:
                 partial.replace(target)
+
+        try:
+            source.transport.retrying(attempt)
         except (RegistryError, OSError):
             pass  # the engine downloads it itself
         finally:
@@ -229,7 +323,7 @@ class _Export:
         self.work.mkdir(parents=True, exist_ok=True)
         if isinstance(self.engine, ArchiveWriter):
             return self._archive_together(self.engine, items, observed)
-        return self._each(items, lambda item: self._one_archive(item, observed[item]))
+        return self._each(items, lambda item: (self._one_archive(item, observed[item]), ""))
 
     def _archive_together(self, writer: ArchiveWriter, items: list[Item],
                           observed: dict[Item, Observed]) -> list[tuple[fmt.BundleImage, Entry]]:  # fmt: skip
@@ -245,7 +339,7 @@ class _Export:
             return fmt.BundleImage(str(item.src), hce_name(item.src), selection.digest, selection.platforms, 0,
                                    item.uses, seen.top.digest, ((platform, name),))  # fmt: skip
 
-        done = self._each(items, pull)
+        done = self._each(items, lambda item: (pull(item), ""))
         ok = [item for item in items if item in pulled]
         if ok:
             writer.save([(pulled[item], str(item.src)) for item in ok], self.work / name)
@@ -304,7 +398,8 @@ def _tree_size(blobs: Path, top: str) -> int:
     return total
 
 
-def _finish_oci(work: Path, output: Path, info: fmt.BundleInfo) -> None:
+def _finish_oci(work: Path, output: Path, info: fmt.BundleInfo, *, split_size: int | None, allow_oversize: bool,
+                on_phase: Callable[[str], None]) -> None:  # fmt: skip
     root = work / "bundle"
     read = _read_small(LayoutRef(root, ""))
     keep = sorted({fmt.blob_name(d) for image in info.images for d in references(image.digest, read)})
@@ -323,8 +418,20 @@ def _finish_oci(work: Path, output: Path, info: fmt.BundleInfo) -> None:
         if hashes[name] != name.rsplit("/", 1)[1]:
             (root / name).unlink()
             raise BundleError(f"{root / name} was damaged on disk and is removed; run the same command again")
-    (root / fmt.SUMS).write_text("".join(f"{digest}  {name}\n" for name, digest in hashes.items()))
-    fmt.write_tar(output, root, [fmt.INFO, fmt.SUMS, fmt.LAYOUT, fmt.INDEX, "blobs", "blobs/sha256", *keep])
+    if split_size:
+        users: dict[str, list[str]] = {}
+        for image in info.images:
+            for digest in references(image.digest, read):
+                users.setdefault(fmt.blob_name(digest), []).append(image.source)
+        layout = split.Layout(info.release, {n: (root / n).stat().st_size for n in keep},
+                              {n: tuple(dict.fromkeys(u)) for n, u in users.items()},
+                              {n: (root / n).stat().st_size for n in (fmt.LAYOUT, fmt.INDEX)})  # fmt: skip
+        del hashes[fmt.INFO]
+        split.write_parts(root, output, info, layout, hashes, split_size=split_size, allow_oversize=allow_oversize,
+                          on_phase=on_phase)  # fmt: skip
+    else:
+        (root / fmt.SUMS).write_text("".join(f"{digest}  {name}\n" for name, digest in hashes.items()))
+        fmt.write_tar(output, root, [fmt.INFO, fmt.SUMS, fmt.LAYOUT, fmt.INDEX, "blobs", "blobs/sha256", *keep])
     shutil.rmtree(work, ignore_errors=True)
 
 

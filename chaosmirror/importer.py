@@ -1,76 +1,154 @@
-"""Import an air-gap bundle into a registry, with no access to the source registry.
+"""Import an air-gap bundle into one or more registries, with no access to the source registry.
 
-Every byte is verified first (`bundle.scan_*`); nothing is pushed from a damaged or incomplete
-bundle. An OCI bundle then goes through the same plan and parallel copies as `mirror` (images the
-target already holds are skipped). A docker-archive bundle pushes one platform per image.
-A delta bundle's left-out images must already be in the target: the report says so if not.
+The bundle is read where it lies (a read-only disc is fine) and nothing is extracted. Every byte is
+verified first (`bundlecheck.verify`); nothing is pushed from a damaged or incomplete bundle, and a
+missing part is named. An OCI bundle is then pushed straight from its tar members by the registry
+client (`layoutpush`), each blob read once for all targets. A docker-archive bundle pushes one
+platform per image with the engine, from the archives in place. A delta bundle's left-out images
+must already be in the target: the report says so if not.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tarfile
-import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chaosmirror import bundle as fmt
+from chaosmirror.bundlecheck import Verified, verify, verify_part
+from chaosmirror.bundleset import Bundle, locate
 from chaosmirror.engines import Engine
-from chaosmirror.errors import BundleError, ChaosmirrorError, EngineError, RegistryError
-from chaosmirror.manifest import Manifest
-from chaosmirror.mirror import Event, Session, run
-from chaosmirror.plan import Item, Observed, build_plan
-from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef, Target
+from chaosmirror.errors import BundleError, ChaosmirrorError, EngineError, Interrupted, RegistryError
+from chaosmirror.layoutpush import LayoutPush
+from chaosmirror.lifecycle import Run
+from chaosmirror.mirror import Event, Session, copy_with_retries
+from chaosmirror.ref import ArchiveRef, ImageRef, Target
 from chaosmirror.registry import Registries, Registry
 from chaosmirror.release import Group, Image, Release, Source
 from chaosmirror.report import Entry, Report
 from chaosmirror.settings import Settings
 from chaosmirror.survey import check_target, target_configs
+from chaosmirror.tarindex import index_tar, read_member
+from chaosmirror.workfiles import remove_stale
 
 
-def verify(path: Path, *, extract_to: Path | None = None) -> fmt.Scan:
-    """Check every checksum and blob digest and that every manifest's blobs are present."""
-    if not path.exists():
-        raise BundleError(f"{path} does not exist")
-    return fmt.scan_folder(path) if path.is_dir() else fmt.scan_tar(path, extract_to=extract_to)
+@dataclass(frozen=True)
+class Checked:
+    """What `bundle verify` found: the whole bundle, or one part of a split one on its own."""
+
+    verified: Verified
+    info: fmt.BundleInfo | None = None  # the whole bundle
+    part: fmt.PartInfo | None = None  # one part
+
+
+def check(paths: Sequence[Path]) -> Checked:
+    """Verify a bundle; a single part named on its own (NAME.003) is checked alone."""
+    if len(paths) == 1 and _is_part(paths[0]):
+        meta, verified = verify_part(paths[0])
+        return Checked(verified, part=meta)
+    bundle = locate(paths)
+    return Checked(verify(bundle), info=bundle.info)
+
+
+def _is_part(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        return fmt.PART in index_tar(path, check_name=fmt.safe_name).files()
+    except BundleError:
+        return False
 
 
 def import_bundle(
-    path: Path,
+    paths: Sequence[Path],
     settings: Settings,
     *,
+    targets: Sequence[Target] = (),
     work_dir: Path | None = None,
     on_event: Callable[[Event], None] = lambda e: None,
     on_phase: Callable[[str], None] = lambda m: None,
 ) -> Report:
-    """Verify `path`, then push every image to the target as `mirror` would."""
-    target = settings.target
-    assert target is not None
-    info = fmt.read_info(path)
-    report = Report("bundle import", info.release, str(target))
-    scratch = Path(tempfile.mkdtemp(prefix=".chaosmirror-import-", dir=work_dir or path.resolve().parent))
-    try:
-        on_phase(f"verifying {path}")
-        scan = verify(path, extract_to=None if path.is_dir() else scratch)
-        if scan.problems:
-            raise BundleError(f"{path} is damaged or incomplete; nothing was pushed:\n  " + "\n  ".join(scan.problems))
-        with Session(settings, report) as (registries, engine):
-            check_target(registries, target.host)
-            job = _Import(settings, target, engine, registries, on_event)
-            report.entries = job.layout(info, scratch, on_phase) if info.kind == fmt.OCI else job.archives(info, path)
-            report.entries += job.unchanged(info)
-    except (RegistryError, EngineError) as exc:
-        report.error = str(exc)
-        report.entries = [Entry(i.source, str(target.place(ImageRef.parse(i.source))), "failed", uses=i.uses,
-                                error=str(exc)) for i in (*info.images, *info.unchanged)]  # fmt: skip
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    """Verify the bundle `paths` name, then push every image to each target as `mirror` would."""
+    places = tuple(targets) or ((settings.target,) if settings.target else ())
+    if not places:
+        raise ChaosmirrorError("give the target registry with --to")
+    bundle = locate(paths)
+    info = bundle.info
+    report = Report("bundle import", info.release, ", ".join(map(str, places)))
+    _remove_old_scratch(bundle, work_dir)
+    on_phase(f"verifying {bundle.named}")
+    problems = verify(bundle).problems
+    if problems:
+        raise BundleError(f"{bundle.named} is damaged or incomplete; nothing was pushed:\n  " + "\n  ".join(problems))
+    run = Run.current() or Run()
+    if info.kind == fmt.OCI:
+        try:
+            report.entries = _push_layout(bundle, settings, places, report, on_event=on_event, on_phase=on_phase)
+        except Interrupted:
+            report.entries = [replace(e, status="interrupted") for t in places for e in _all_failed(info, t, "")]
+        except (RegistryError, EngineError) as exc:
+            report.error = str(exc)
+            report.entries = [e for t in places for e in _all_failed(info, t, str(exc))]
+        return _stopped(report, run)
+    errors = []
+    for target in places:  # docker archives, through the engine, one target after the other
+        try:
+            with Session(replace(settings, target=target), report) as (registries, engine):
+                check_target(registries, target.host)
+                job = _Import(settings, target, engine, registries, on_event)
+                report.entries += job.archives(info, bundle.folder or Path()) + job.unchanged(info)
+        except (RegistryError, EngineError) as exc:
+            errors.append(str(exc))
+            report.entries += _all_failed(info, target, str(exc))
+    report.error = "; ".join(errors)
+    return _stopped(report, run)
+
+
+def _stopped(report: Report, run: Run) -> Report:
+    if run.stopped:
+        report.interrupted = run.reason
+        report.signal = run.signal or 0
     return report
+
+
+def _all_failed(info: fmt.BundleInfo, target: Target, error: str) -> list[Entry]:
+    """Every image failed in `target`, for a failure that stopped the run there."""
+    return [Entry(i.source, str(target.place(ImageRef.parse(i.source))), "failed", uses=i.uses, error=error)
+            for i in (*info.images, *info.unchanged)]  # fmt: skip
+
+
+def _push_layout(bundle: Bundle, settings: Settings, targets: tuple[Target, ...], report: Report, *,
+                 on_event: Callable[[Event], None], on_phase: Callable[[str], None]) -> list[Entry]:  # fmt: skip
+    """The OCI path: no engine, the registry client reads the tar members itself."""
+    run = Run.current() or Run()
+    registries = settings.registries(run=run, note=on_phase)
+    unhook = run.on_stop(registries.close)  # a stop ends every upload in flight at once
+    report.engine = "chaosmirror"
+    try:
+        for host in dict.fromkeys(t.host for t in targets):
+            check_target(registries, host)  # every target answers and takes our credentials, before any push
+        push = LayoutPush(bundle, targets, registries, jobs=settings.workers(), on_event=on_event, on_phase=on_phase)
+        entries = push.run()
+        for target in targets:
+            entries += _Import(settings, target, None, registries, on_event).unchanged(bundle.info)
+        return entries
+    finally:
+        unhook()
+        registries.close()
+        report.finished = time.time()
+
+
+def _remove_old_scratch(bundle: Bundle, work_dir: Path | None) -> None:
+    """Extraction folders of earlier versions and partial files of killed runs, beside the bundle."""
+    folders = [p.path.parent for p in bundle.parts.values()] + ([work_dir] if work_dir else [])
+    bases = {p.path.name.rsplit(".", 1)[0] if bundle.split else p.path.name for p in bundle.parts.values()}
+    for folder in dict.fromkeys(folders):
+        for base in bases:
+            remove_stale(folder, prefix=f".{base}.", old_scratch=True)
 
 
 def bundle_release(info: fmt.BundleInfo) -> Release:
@@ -91,30 +169,13 @@ def bundle_release(info: fmt.BundleInfo) -> Release:
 class _Import:
     settings: Settings
     target: Target
-    engine: Engine
+    engine: Engine | None
     registries: Registries
     on_event: Callable[[Event], None]
 
     @property
     def dest(self) -> Registry:
         return self.registries.get(self.target.host, "dest")
-
-    def layout(self, info: fmt.BundleInfo, root: Path, on_phase: Callable[[str], None]) -> list[Entry]:
-        items, seen = [], {}
-        for image in info.images:
-            src = ImageRef.parse(image.source)
-            layout = LayoutRef(root, image.source)
-            item = Item(src, layout, self.target.place(src), image.uses)
-            top = Manifest.from_bytes(layout.blob_path(image.digest).read_bytes())
-            children = {d.digest: Manifest.from_bytes(layout.blob_path(d.digest).read_bytes()) for d in top.children()}
-            items.append(item)
-            seen[item] = (top, children)
-        with ThreadPoolExecutor(max_workers=max(1, self.settings.workers())) as pool:
-            held = dict(zip(items, pool.map(lambda i: self.dest.digest(i.dst), items), strict=True))
-        plan = build_plan(items, {i: Observed(seen[i][0], held[i], seen[i][1]) for i in items})
-        on_phase(f"pushing {plan.count('copy')} images, {plan.count('skip')} already there")
-        return run(plan, self.engine, self.registries, jobs=self.settings.workers(), split=False,
-                   on_event=self.on_event, on_phase=on_phase)  # fmt: skip
 
     def archives(self, info: fmt.BundleInfo, folder: Path) -> list[Entry]:
         """One platform per image: the first of --platform the bundle has, else linux/amd64, else the
@@ -137,7 +198,10 @@ class _Import:
                 if _archive_config(archive, image.source) in target_configs(self.registries, dst):
                     held = self.dest.digest(dst) or ""
                     return self._done(base, status="skipped", digest=held, reason="target already holds this image")
-                digest = self.engine.copy(ArchiveRef(archive, image.source), dst)
+                assert self.engine is not None
+                digest = copy_with_retries(self.engine, ArchiveRef(archive, image.source), dst, self.registries)
+            except Interrupted as exc:
+                return self._done(base, status="interrupted", error=str(exc), seconds=time.monotonic() - started)
             except ChaosmirrorError as exc:
                 return self._done(base, error=str(exc), seconds=time.monotonic() - started)
             return self._done(base, status="copied", digest=digest, size=archive.stat().st_size,
@@ -179,14 +243,14 @@ def _archive_config(archive: Path, name: str) -> str:
     """The config digest of image `name` in a docker archive (what identifies it across formats)."""
     wanted = ImageRef.parse(name)
     try:
-        with tarfile.open(archive) as tar:
-            member = tar.extractfile("manifest.json")
-            if member is None:
-                raise KeyError("manifest.json")
-            entries = json.load(member)
+        index = index_tar(archive, links=True)  # docker save links a layer stored twice
+        member = index.files().get("manifest.json")
+        if member is None:
+            raise KeyError("manifest.json")
+        entries = json.loads(read_member(index, member, cap=fmt.CAPS[fmt.INFO], what="docker manifest.json"))
         config = next(e["Config"] for e in entries if any(ImageRef.parse(t) == wanted for t in e.get("RepoTags") or []))
     except StopIteration:
         raise BundleError(f"{archive} holds no image named {name}") from None
-    except (tarfile.TarError, KeyError, ValueError, TypeError, OSError, ChaosmirrorError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError, ChaosmirrorError) as exc:
         raise BundleError(f"{archive} is not a docker archive ({exc})") from None
     return "sha256:" + urllib.parse.unquote(config).removesuffix(".json").rsplit("/", 1)[-1]

@@ -23,7 +23,7 @@ from chaosmirror.layers import Seeder, shared_layers
 from chaosmirror.lifecycle import Run
 from chaosmirror.manifest import Platform, platform_children
 from chaosmirror.plan import Action, Item, Observed, Part, Plan, build_plan, collect_items
-from chaosmirror.ref import ImageRef, LayoutRef
+from chaosmirror.ref import ImageRef, LayoutRef, Location
 from chaosmirror.registry import Registries
 from chaosmirror.release import Release
 from chaosmirror.report import Entry, Report, Status
@@ -163,12 +163,12 @@ def finish(action: Action, progress: _Progress, registries: Registries, *, exact
     return entry if exact else replace(entry, digest=progress.held)
 
 
-def copy_with_retries(engine: Engine, task: Task, registries: Registries) -> str:
+def copy_with_retries(engine: Engine, src: Location, dst: Location, registries: Registries) -> str:
     """One engine copy, under the hosts' limiters; a transient failure (a 5xx, a 429, a dropped
     connection, an outage) is retried with the transport's backoff. skopeo then skips the blobs
     that already landed, so a retry resumes where the last attempt broke off."""
     run, policy = registries.run, registries.policy
-    hosts = [where.registry for where in (task.src, task.dst) if isinstance(where, ImageRef)]
+    hosts = [where.registry for where in (src, dst) if isinstance(where, ImageRef)]
     limiters = [registries.limiter(host) for host in dict.fromkeys(hosts)]
     attempts = policy.retries + 1
     for attempt in range(attempts):
@@ -179,7 +179,7 @@ def copy_with_retries(engine: Engine, task: Task, registries: Registries) -> str
             for limiter in limiters:
                 limiter.acquire(run)
                 taken.append(limiter)
-            return engine.copy(task.src, task.dst)
+            return engine.copy(src, dst)
         except EngineError as exc:
             throttled = exc.kind == "rate-limited"
             if not exc.transient or attempt == attempts - 1:
@@ -200,7 +200,7 @@ def copy_or_finish(engine: Engine, task: Task, registries: Registries) -> tuple[
     registries, chaosmirror's client finishes the copy (every digest exact). Returns the digest held
     and a note when the client finished it."""
     try:
-        return copy_with_retries(engine, task, registries), ""
+        return copy_with_retries(engine, task.src, task.dst, registries), ""
     except EngineError as exc:
         if not (exc.transient and engine.exact and isinstance(task.src, ImageRef)):
             raise

@@ -24,7 +24,7 @@ from chaosmirror.errors import AuthError, NotFoundError, RegistryError
 from chaosmirror.lifecycle import Run
 from chaosmirror.manifest import ACCEPT, Manifest
 from chaosmirror.ref import DOCKER_HUB, ImageRef
-from chaosmirror.transport import Limiter, Policy, Request, Shared, Transport, storage_failure
+from chaosmirror.transport import Limiter, Policy, Request, Shared, Transport, storage_failure, storage_message
 
 Response = Reply
 
@@ -159,12 +159,7 @@ class Registry:
         host = self.endpoint.host
         storage = storage_failure(resp)
         if storage:
-            raise RegistryError(
-                f"cannot {what}: {host} cannot write to its storage ({storage}); free space or fix the registry's "
-                "storage, then run again",
-                kind="storage",
-                status=resp.status,
-            )
+            raise RegistryError(f"cannot {what}: {storage_message(host, storage)}", kind="storage", status=resp.status)
         detail = ""
         try:
             errors = json.loads(resp.body).get("errors") or []
@@ -177,6 +172,40 @@ class Registry:
         if resp.status == 404:
             raise NotFoundError(f"cannot {what}: {host} answered HTTP 404{detail}")
         raise RegistryError(f"cannot {what}: {host} answered HTTP {resp.status}{detail}", status=resp.status)
+
+    def upload_blob_checked(self, ref: ImageRef, digest: str, size: int,
+                            source: Callable[[], tuple[BinaryIO, Callable[[], str]]]) -> None:  # fmt: skip
+        """Upload `size` bytes as `digest`, committing only what was checked: POST, one streamed
+        PATCH, then the check (the reason the bytes sent are not `digest`, or "" when they are; the
+        stream hashes them as they are read), and only then the PUT with `?digest=`; otherwise the
+        upload is deleted, so the registry never holds a blob that does not match its digest.
+        `source()` gives a fresh (stream, check) for each attempt: a broken upload is retried whole."""
+        scope = self._scope(ref, True)
+
+        def attempt() -> None:
+            stream, check = source()
+            try:
+                resp = self.request("POST", f"/v2/{ref.repository}/blobs/uploads/", scope=scope, retry=False)
+                self._expect(resp, 202, f"start an upload to {ref.repository}")
+                path = self._upload_location(resp)
+                if size:
+                    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size),
+                               "Content-Range": f"0-{size - 1}"}  # fmt: skip
+                    resp = self.request("PATCH", path, scope=scope, body=lambda: stream, headers=headers, retry=False)
+                    self._expect(resp, 202, f"upload {digest} to {ref.repository}")
+                    path = self._upload_location(resp)
+                problem = check()
+            finally:
+                stream.close()
+            if problem:
+                self.request("DELETE", path, scope=scope)
+                raise RegistryError(f"{problem}; the upload of {digest} to {ref.repository} was cancelled")
+            sep = "&" if "?" in path else "?"
+            resp = self.request("PUT", f"{path}{sep}digest={urllib.parse.quote(digest)}", scope=scope, body=b"",
+                                retry=False)  # fmt: skip
+            self._expect(resp, 201, f"upload {digest} to {ref.repository}")
+
+        self.transport.retrying(attempt)
 
 
 @dataclass

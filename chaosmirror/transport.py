@@ -394,8 +394,7 @@ def status_error(reply: Reply, host: str, request: Request) -> RegistryError:
     what = f"{request.method} {urllib.parse.urlsplit(request.target).path[:120]}"
     detail = storage_failure(reply)
     if detail:
-        return RegistryError(f"{host} cannot write to its storage ({detail}): free space or fix the registry's "
-                             "storage, then run again", kind="storage", status=status)  # fmt: skip
+        return RegistryError(storage_message(host, detail), kind="storage", status=status)
     kind = RETRY_STATUSES[status]
     wait = retry_after(reply.headers.get("retry-after"))
     if status == 429:
@@ -404,9 +403,18 @@ def status_error(reply: Reply, host: str, request: Request) -> RegistryError:
     return RegistryError(f"{host} answered HTTP {status} to {what}", kind=kind, status=status, retry_after=wait)
 
 
+def storage_message(host: str, detail: str) -> str:
+    if detail in ("no space left on device", "insufficient storage"):
+        return (f"the registry {host} is out of disk space (its storage answered: {detail}); free space there "
+                "and run the same command again")  # fmt: skip
+    return f"the registry {host} cannot write to its storage ({detail}); fix its storage and run again"
+
+
 def storage_failure(reply: Reply) -> str:
-    """The registry's own account of a storage write failure, from its JSON error body: the
-    distribution server answers 500 UNKNOWN with the driver's error (e.g. ENOSPC) as `detail`."""
+    """The registry's own account of a storage write failure: HTTP 507, or the distribution
+    server's 500 UNKNOWN with the driver's error (e.g. ENOSPC) as `detail` in its JSON body."""
+    if reply.status == 507:
+        return "insufficient storage"
     if reply.status != 500:
         return ""
     try:

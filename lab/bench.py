@@ -18,6 +18,7 @@ ratios are chaosmirror's time over the other tool's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -39,6 +40,7 @@ from lab.proxy import LatencyProxy
 from lab.registry import Client
 
 RELEASE = "1.47.0"
+BASELINE = "55768d0"  # the last commit whose bundle import extracted the bundle first
 IMAGES = [  # 13 names of HCE 1.47.0, as stand-ins
     "chaos-ddcr",
     "chaos-log-watcher",
@@ -335,6 +337,102 @@ class Bench:
         shutil.rmtree(dirs, ignore_errors=True)
         return {n: {k: statistics.median(v) for k, v in by.items()} for n, by in times.items()}
 
+    # --- bundle import: time and scratch disk -----------------------------------------------------
+
+    def bundle_imports(self, baseline: str = BASELINE) -> dict[str, dict[str, float]]:
+        """Import time and peak scratch disk of one bundle, as one file and as parts, with this
+        chaosmirror, with the one at `baseline` (which extracts the bundle, then pushes), and with
+        `tar -xf` + `skopeo copy` from the extracted layout. Scratch is sampled every 20 ms: files
+        written beside the bundle (the media folder) or under TMPDIR, which is a folder of its own."""
+        assert self.rig.tls
+        media, scratch, old = self.folder / "media", self.folder / "scratch", self.folder / "baseline"
+        media.mkdir()
+        tar, parts = media / "hce.tar", media / "parts" / "hce.tar"
+        parts.parent.mkdir()
+        cm = [sys.executable, "-m", "chaosmirror"]
+        export = [*cm, "bundle", "export", RELEASE, "--manifests", str(self.manifests), "--source-mirror",
+                  f"docker.io={self.rig.source.host}"]  # fmt: skip
+        self.time_once([*export, "-o", str(tar)], None, verify=False)
+        self.time_once([*export, "-o", str(parts), "--split-size", "64MB"], None, verify=False)
+        size = tar.stat().st_size
+        ca = ["--ca-cert", str(self.rig.tls.ca_cert)]
+        target = self.rig.target.host
+        archive = subprocess.run(["git", "archive", baseline, "chaosmirror"], cwd=Path(__file__).parent.parent,
+                                 capture_output=True, check=True).stdout  # fmt: skip
+        old.mkdir()
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        layout = scratch / "layout"
+        auth = self.folder / f"auth-{target.replace(':', '_')}.json"
+        copy = f"skopeo copy -q --all --preserve-digests --dest-cert-dir={self.certs} --dest-authfile={auth}"
+        pairs = self.folder / "layout-pairs.txt"
+        pairs.write_text("".join(f"oci:{layout}:docker.io/{r}:{t} docker://{target}/harness/{r.split('/')[-1]}:{t}\n"
+                                 for r, t in self.repos))  # fmt: skip
+        count = len(list(parts.parent.iterdir()))
+        importing = [*cm, "bundle", "import", "--to", target, *ca]
+        untar = f"mkdir -p {layout} && tar -xf {tar} -C {layout} && xargs -P 8 -n 2 {copy} < {pairs}"
+        runs: dict[str, tuple[list[str], Path | None]] = {  # argv, and the folder to run it in
+            "chaosmirror, one file": ([*importing, str(tar)], None),
+            f"chaosmirror, {count} parts of 64 MB": ([*importing, str(parts)], None),
+            f"chaosmirror {baseline} (extract, then push)": ([*importing, str(tar)], old),
+            "tar -xf + xargs -P 8 skopeo copy": (["sh", "-c", untar], None),
+        }
+        self.tools(target)  # writes the auth file skopeo reads
+        got: dict[str, dict[str, list[float]]] = {n: {"import": [], "scratch": []} for n in runs}
+        for rep in range(self.reps):
+            for name in runs if rep % 2 == 0 else reversed(list(runs)):
+                argv, cwd = runs[name]
+                shutil.rmtree(scratch, ignore_errors=True)
+                scratch.mkdir()
+                self.empty_target()
+                own = {tar.name, *(p.name for p in parts.parent.iterdir())}
+                seconds, peak = self._sampled(argv, cwd, [media, scratch], own, scratch)
+                got[name]["import"].append(seconds)
+                got[name]["scratch"].append(peak / 1e6)
+                print(f"  bundle import {name}: {seconds:.2f}s, peak scratch {peak / 1e6:.1f} MB", flush=True)
+        shutil.rmtree(media, ignore_errors=True)
+        out = {n: {k: statistics.median(v) for k, v in by.items()} for n, by in got.items()}
+        for row in out.values():
+            row["bundle_mb"] = size / 1e6
+        return out
+
+    def _sampled(self, argv: list[str], cwd: Path | None, watched: list[Path], bundle_files: set[str],
+                 tmpdir: Path) -> tuple[float, int]:  # fmt: skip
+        """Run `argv` (in `cwd`, with TMPDIR=`tmpdir`) and sample the bytes of files under `watched`
+        that are not the bundle's own; return (seconds, the largest sample)."""
+        import threading
+
+        peak, done = [0], threading.Event()
+
+        def usage() -> int:
+            total = 0
+            for top in watched:
+                for folder, _, names in os.walk(top):
+                    for name in names:
+                        if name not in bundle_files:
+                            with contextlib.suppress(OSError):
+                                total += os.lstat(os.path.join(folder, name)).st_size
+            return total
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], usage())
+                done.wait(0.02)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        started = time.monotonic()
+        try:
+            ran = subprocess.run(argv, cwd=cwd, env={**self.env, "TMPDIR": str(tmpdir)}, capture_output=True,
+                                 text=True, check=False)  # fmt: skip
+        finally:
+            seconds = time.monotonic() - started
+            done.set()
+            sampler.join()
+        if ran.returncode != 0:
+            raise SystemExit(f"bench: {' '.join(argv[:5])} failed:\n{ran.stderr[-3000:]}")
+        self.verify()
+        return seconds, peak[0]
+
 
 def render(title: str, medians: dict[str, dict[str, float]]) -> str:
     lines = [
@@ -358,6 +456,18 @@ def render_bundles(medians: dict[str, dict[str, float]]) -> str:
     for name, m in medians.items():
         lines.append(f"| {name} | {m['export']:.2f} | {m['import']:.2f} | {m['size']:.0f} | "
                      f"{ours['export'] / m['export']:.2f}x | {ours['import'] / m['import']:.2f}x |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def render_bundle_imports(medians: dict[str, dict[str, float]], baseline: str = BASELINE) -> str:
+    today = next(m for name, m in medians.items() if baseline in name)
+    lines = [f"### Bundle import (one {next(iter(medians.values()))['bundle_mb']:.0f} MB bundle into the empty TLS + "
+             "auth target)", "",
+             f"| tool | import (s) | peak scratch disk (MB) | scratch / bundle | time / chaosmirror {baseline} |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for name, m in medians.items():
+        lines.append(f"| {name} | {m['import']:.2f} | {m['scratch']:.1f} | {100 * m['scratch'] / m['bundle_mb']:.2f}% "
+                     f"| {m['import'] / today['import']:.2f}x |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -402,6 +512,8 @@ def main() -> None:
         if not args.no_bundles:
             out["bundles"] = bench.bundles()
             reports.append(render_bundles(out["bundles"]))  # type: ignore[arg-type]
+            out["bundle_imports"] = bench.bundle_imports()
+            reports.append(render_bundle_imports(out["bundle_imports"]))  # type: ignore[arg-type]
         if not args.no_docker:
             with DockerDaemon(folder / "dockerd") as daemon:
                 out["docker"] = bench.docker(daemon)

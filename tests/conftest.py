@@ -94,9 +94,14 @@ def target_client(rig: lab_rig.Rig) -> Iterator[Client]:
     client.close()
 
 
-def source_digests(rig: lab_rig.Rig) -> dict[str, str]:
-    """name:tag -> digest of every stand-in image in the source."""
-    return {f"{repo.split('/')[-1]}:{tag}": art.digest for (repo, tag), art in rig.artifacts.items()}
+def source_digests(rig: lab_rig.Rig, release: str | None = None) -> dict[str, str]:
+    """name:tag -> digest of every stand-in image in the source (of `release`'s images only, when
+    given: other tests add stand-ins of their own to the shared rig)."""
+    wanted = None
+    if release:
+        wanted = set(lab_rig.release_repos(Catalog(bundled_dir()).load(release).images()))
+    return {f"{repo.split('/')[-1]}:{tag}": art.digest for (repo, tag), art in rig.artifacts.items()
+            if wanted is None or (repo, tag) in wanted}  # fmt: skip
 
 
 def write_manifest(folder: Path, release: str, images: list[tuple[str, str, str]]) -> Path:

@@ -45,7 +45,7 @@ def exact(rig, target: RegistryServer, account: str, *, tls: bool = False) -> li
     client = Client(target.host, auth=(USER, PASSWORD), tls=rig.tls if tls else None)
     try:
         wrong = []
-        for name_tag, digest in source_digests(rig).items():
+        for name_tag, digest in source_digests(rig, "1.47.0").items():
             name, tag = name_tag.split(":")
             if client.digest(f"{account}/{name}", tag) != digest:
                 wrong.append(name_tag)

@@ -98,7 +98,7 @@ def test_mirror_through_an_https_proxy_with_no_proxy_for_the_source(net, rig, tm
         doc = json.loads(report.read_text())
         assert {e["status"] for e in doc["images"]} == {"copied"}
         client = Client(target.host, tls=tls, auth=(USER, PASSWORD))
-        for name_tag, digest in source_digests(rig).items():
+        for name_tag, digest in source_digests(rig, "1.47.0").items():
             name, tag = name_tag.split(":")
             assert client.digest(f"harness/{name}", tag) == digest, name_tag
         client.close()
