@@ -139,10 +139,11 @@ def proxy_for(origin: Origin, env: Mapping[str, str]) -> Proxy | None:
 
 
 class HandshakeError(RegistryError):
-    """The TLS handshake failed (not the certificate check): the server may speak plain HTTP."""
+    """The TLS handshake failed (not the certificate check): the server may speak plain HTTP. One
+    that timed out is transient (a slow network), one the server broke off is not."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, kind="tls", transient=False)
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message, kind="timeout" if timed_out else "tls", transient=timed_out)
 
 
 def classify(exc: BaseException, origin: Origin, *, answered: bool, timeout: float,
@@ -160,11 +161,13 @@ def classify(exc: BaseException, origin: Origin, *, answered: bool, timeout: flo
             f"CA that signed it (or --insecure-registry {where} to skip the check)",
             kind="tls",
         )
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return RegistryError(f"{where} did not answer within {timeout:.0f}s (--timeout)", kind="timeout")
     tunnel = isinstance(exc, OSError) and str(exc).startswith("Tunnel connection failed")
     if handshake and not tunnel:
+        if isinstance(exc, TimeoutError | socket.timeout):
+            return HandshakeError(f"{where} did not answer the TLS handshake within {timeout:.0f}s", timed_out=True)
         return HandshakeError(f"the TLS handshake with {where} failed ({getattr(exc, 'reason', None) or exc})")
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return RegistryError(f"{where} did not answer within {timeout:.0f}s (--timeout)", kind="timeout")
     if isinstance(exc, ConnectionRefusedError):
         return RegistryError(
             f"cannot reach registry {where}: connection refused (is it running, is the port right?)",
@@ -344,9 +347,11 @@ class Connections:
         return http.client.HTTPConnection(proxy.host, proxy.port, timeout=timeout, blocksize=BLOCK)
 
     def exchange(self, origin: Origin, method: str, target: str, headers: dict[str, str],
-                 body: bytes | BinaryIO | None, *, answered: bool, stream: bool = False) -> Reply | Stream:  # fmt: skip
+                 body: bytes | BinaryIO | None, *, answered: bool, stream: bool = False,
+                 timeout: float | None = None) -> Reply | Stream:  # fmt: skip
         """Send one request and read its answer (or, with `stream`, return the body as a Stream).
-        A kept-alive connection that turns out closed is replaced once, when the body allows it."""
+        A kept-alive connection that turns out closed is replaced once, when the body allows it.
+        `timeout` replaces the run's for this exchange (the scheme probe's shorter handshake)."""
         pool = self.pool(origin)
         proxy = self.proxy(origin)
         if origin.scheme == "http" and proxy is not None:
@@ -355,13 +360,16 @@ class Connections:
                 headers = {**headers, "Proxy-Authorization": proxy.authorization}
         for fresh_retry in (True, False):
             conn, reused = pool.get()
+            if timeout is not None:
+                conn.timeout = timeout
+                if conn.sock is not None:
+                    conn.sock.settimeout(timeout)
             try:
                 conn.request(method, target, body=body, headers=headers)
                 resp = conn.getresponse()
             except BaseException as exc:  # noqa: BLE001 - classified below, or re-raised as it was
                 sock = conn.sock
                 handshake = origin.scheme == "https" and sock is not None and not isinstance(sock, ssl.SSLSocket)
-                handshake = handshake and not isinstance(exc, TimeoutError)
                 pool.discard(conn)
                 if self.closed or pool.closed:
                     raise Interrupted("the run is stopping") from None
@@ -379,6 +387,10 @@ class Connections:
                 if self.closed or pool.closed:
                     raise Interrupted("the run is stopping") from None
                 raise classify(exc, origin, answered=True, timeout=self.timeout) from None
+            if timeout is not None:
+                conn.timeout = self.timeout
+                if conn.sock is not None:
+                    conn.sock.settimeout(self.timeout)
             if resp.will_close:
                 pool.discard(conn)
             else:

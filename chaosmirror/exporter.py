@@ -98,13 +98,13 @@ def _export(release: Release, settings: Settings, output: Path, *, kind: str, si
                 split.check_fits(_planned(release, todo, observed, settings), split_size, allow_oversize=allow_oversize)
             exported = job.oci(todo, observed, on_phase) if kind == fmt.OCI else job.archives(todo, observed)
     except Interrupted:
-        return _stopped(report, run, work)
+        return _stopped(report, run, work, items)
     except (RegistryError, EngineError) as exc:
         report.error = str(exc)
         return report
     if run.stopped:
         report.entries = [entry for _, entry in exported]
-        return _stopped(report, run, work)
+        return _stopped(report, run, work, items)
     base_note = f"unchanged since {since.name}" if since else ""
     report.entries = [entry for _, entry in exported] + [
         Entry(str(i.src), hce_name(i.src), "skipped", d, i.uses, reason=base_note) for i, d in unchanged.items()
@@ -129,13 +129,17 @@ def _export(release: Release, settings: Settings, output: Path, *, kind: str, si
         else:
             _finish_archives(job.work, output, info)
     except Interrupted:
-        return _stopped(report, run, work)
+        return _stopped(report, run, work, items)
     report.finished = time.time()
     return report
 
 
-def _stopped(report: Report, run: Run, work: Path) -> Report:
-    """A stop: no bundle is written (nothing under the output's name), what was downloaded stays."""
+def _stopped(report: Report, run: Run, work: Path, items: list[Item]) -> Report:
+    """A stop: no bundle is written (nothing under the output's name), what was downloaded stays;
+    every image not exported is `interrupted`."""
+    done = {e.source for e in report.entries}
+    report.entries += [Entry(str(i.src), hce_name(i.src), "interrupted", uses=i.uses, pulled_from=str(i.pull),
+                             error=run.reason) for i in items if str(i.src) not in done]  # fmt: skip
     report.interrupted = run.reason
     report.signal = run.signal or 0
     report.notes.append(f"no bundle was written; what was downloaded is kept in {work} and reused when you run "

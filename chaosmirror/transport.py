@@ -34,6 +34,15 @@ RETRY_STATUSES: dict[int, Kind] = {
     408: "server", 429: "rate-limited", 500: "server", 502: "server", 503: "server", 504: "server",
 }  # fmt: skip
 REDIRECTS = (301, 302, 303, 307, 308)
+HANDSHAKE_TIMEOUT = 10.0  # the first contact: a TLS handshake with a server that stays silent is no TLS (Go's default)
+
+
+class _NoTLS(Exception):
+    """The scheme probe's handshake failed: the host may speak plain HTTP."""
+
+    def __init__(self, error: HandshakeError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -268,7 +277,8 @@ class Transport:
         raise RegistryError(f"{self.host}: too many redirects for {request.target[:120]}")
 
     def _exchange(self, origin: Origin, method: str, target: str, headers: dict[str, str],
-                  body: bytes | Callable[[], BinaryIO] | None, *, stream: bool) -> Reply | Stream:  # fmt: skip
+                  body: bytes | Callable[[], BinaryIO] | None, *, stream: bool,
+                  timeout: float | None = None) -> Reply | Stream:  # fmt: skip
         shared = self.shared
         limiter = shared.limiter(origin.netloc)
         opened = body() if callable(body) else body
@@ -276,7 +286,8 @@ class Transport:
         throttled = False
         try:
             reply = shared.connections.exchange(origin, method, target, headers, opened,
-                                                answered=origin in shared.answered, stream=stream)  # fmt: skip
+                                                answered=origin in shared.answered, stream=stream,
+                                                timeout=timeout)  # fmt: skip
             throttled = isinstance(reply, Reply) and reply.status == 429
         finally:
             limiter.release(throttled=throttled)
@@ -293,16 +304,22 @@ class Transport:
         """https, unless the host speaks plain HTTP and may (loopback, --insecure-registry)."""
         host = self.endpoint.api_host
         https = Origin.of("https", host)
-        probe = Request("GET", "/v2/")
+        headers = {"User-Agent": USER_AGENT}
+
+        def tls_probe() -> Reply | Stream:  # a failed handshake is an answer here: it is not retried
+            try:
+                return self._exchange(https, "GET", "/v2/", headers, None, stream=False, timeout=HANDSHAKE_TIMEOUT)
+            except HandshakeError as exc:
+                raise _NoTLS(exc) from None
+
         try:
-            self.retrying(lambda: self._exchange(https, "GET", "/v2/", {"User-Agent": USER_AGENT}, None,
-                                                 stream=False))  # fmt: skip
+            self.retrying(tls_probe)
             return "https"
-        except HandshakeError as exc:
-            tls_error = exc
+        except _NoTLS as exc:
+            tls_error = exc.error
         plain = Origin.of("http", host)
         try:
-            self._exchange(plain, probe.method, probe.target, {"User-Agent": USER_AGENT}, None, stream=False)
+            self._exchange(plain, "GET", "/v2/", headers, None, stream=False, timeout=HANDSHAKE_TIMEOUT)
         except RegistryError:
             raise tls_error from None
         name = self.endpoint.host

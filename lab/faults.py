@@ -111,8 +111,15 @@ class Proxy:
         up: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         first = True
         try:
+            lead = b"" if self.config.tls else await client_r.read(1)
+            if lead == b"\x16":  # a TLS hello to a plain server: refused at once, as Go's server does
+                client_w.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+                await client_w.drain()
+                return
             while True:
                 head = await _read_head(client_r)
+                if head is not None and lead:
+                    head, lead = lead + head, b""
                 if head is None:
                     return
                 method, path, headers = _parse_request(head)

@@ -203,3 +203,26 @@ def test_a_plan_conflict_still_writes_the_report(tmp_path, rig, chaosmirror, acc
     assert run.code == 2
     assert run.report is not None and run.report["status"] == "error"
     assert "same name and tag" in json.dumps(run.report)
+
+
+def test_a_bundle_exports_from_a_faulty_source_and_imports_into_a_faulty_target(rig, chaosmirror, plain_target,
+                                                                                 account, tmp_path):  # fmt: skip
+    out = tmp_path / "hce.tar"
+    # per request: chaosmirror's client keeps its connections, so few new ones would break
+    with FaultProxy(rig.source.host, tmp_path / "source.jsonl", faulty=0.15, per="request",
+                    kinds=("503", "429", "cut"), seed=7) as source:  # fmt: skip
+        export = chaosmirror(
+            "bundle", "export", "1.47.0", "-o", str(out), "--source-mirror", f"docker.io={source.host}"
+        )
+        source_struck = [r for r in source.requests() if r["fault"]]
+    assert export.code == 0, export.output
+    assert len(source_struck) >= 5, "the faults never struck"
+    assert chaosmirror("bundle", "verify", str(out), report=False).code == 0
+    with faulty(rig, plain_target, tmp_path / "target.jsonl", faulty=0.15, per="request",
+                kinds=("503", "429", "cut"), seed=8) as target:  # fmt: skip
+        imported = chaosmirror("bundle", "import", str(out), "--to", target.host, "--account", account,
+                               "--ca-cert", str(rig.tls.ca_cert))  # fmt: skip
+        target_struck = [r for r in target.requests() if r["fault"]]
+    assert imported.code == 0, imported.output
+    assert len(target_struck) >= 5, "the faults never struck"
+    assert exact(rig, plain_target, account) == []

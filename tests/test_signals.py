@@ -41,8 +41,16 @@ def processes_with(marker: str) -> list[tuple[int, str]]:
     return found
 
 
-def skopeos(marker: str) -> list[tuple[int, str]]:
-    return [p for p in processes_with(marker) if "skopeo" in p[1] and "chaosmirror" not in p[1].split()[1:2]]
+def skopeos(host: str) -> list[tuple[int, str]]:
+    """skopeo processes copying from or to `host` (matched as docker://HOST/, so no other port matches)."""
+    return [p for p in processes_with(f"docker://{host}/") if p[1].split()[0].endswith("skopeo")]
+
+
+def parent_of(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def secrets_under(folder: Path) -> list[Path]:
@@ -95,18 +103,24 @@ def far(rig) -> Iterator[LatencyProxy]:  # type: ignore[no-untyped-def]
         yield proxy
 
 
-def start(rig, far: LatencyProxy, account: str, tmp_path: Path, name: str = "run", *,  # type: ignore[no-untyped-def]
-          release: tuple[str, ...] = ("1.47.0",)) -> Started:  # fmt: skip
+def launch(rig, args: list[str], tmp_path: Path, name: str) -> Started:  # type: ignore[no-untyped-def]
+    """`chaosmirror ARGS --report NAME.json` as a process of its own, with the rig's credentials."""
     tmp = tmp_path / "tmp"  # the run's TMPDIR: where a careless tool would leave auth files
     tmp.mkdir(exist_ok=True)
     report, log = tmp_path / f"{name}.json", tmp_path / f"{name}.log"
-    argv = [sys.executable, "-m", "chaosmirror", "mirror", *release, "--to", far.host, "--account", account,
-            "--ca-cert", str(rig.tls.ca_cert), "--source-mirror", f"docker.io={rig.source.host}",
-            "--report", str(report)]  # fmt: skip
+    argv = [sys.executable, "-m", "chaosmirror", *args, "--report", str(report)]
     env = {**os.environ, **rig.env, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO_ROOT)}
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
     return Started(proc, report, tmp, log)
+
+
+def start(rig, far: LatencyProxy | None, account: str, tmp_path: Path, name: str = "run", *,  # type: ignore[no-untyped-def]
+          release: tuple[str, ...] = ("1.47.0",)) -> Started:  # fmt: skip
+    """A mirror run to the target through `far` (or straight to it, for the quick reruns)."""
+    to = far.host if far else rig.target.host
+    return launch(rig, ["mirror", *release, "--to", to, "--account", account, "--ca-cert", str(rig.tls.ca_cert),
+                        "--source-mirror", f"docker.io={rig.source.host}"], tmp_path, name)  # fmt: skip
 
 
 def wait_for_skopeo(started: Started, marker: str) -> None:
@@ -114,7 +128,7 @@ def wait_for_skopeo(started: Started, marker: str) -> None:
     while time.monotonic() < deadline:
         if started.proc.poll() is not None:
             pytest.fail(f"the run ended before any copy started:\n{started.output()}")
-        if skopeos(marker):
+        if any(parent_of(pid) == started.proc.pid for pid, _ in skopeos(marker)):
             return
         time.sleep(0.02)
     pytest.fail("no skopeo copy started within 60 s")
@@ -138,7 +152,7 @@ def gone_soon(marker: str, seconds: float = 1.0) -> list[tuple[int, str]]:
 
 
 def rerun_is_exact(rig, far, account, tmp_path, target_client, **options) -> None:  # type: ignore[no-untyped-def]
-    again = start(rig, far, account, tmp_path, "rerun", **options)
+    again = start(rig, None, account, tmp_path, "rerun", **options)  # the same registry, without the slow link
     assert again.proc.wait(timeout=300) == 0, again.output()
     expected = source_digests(rig, "1.47.0") if "release" not in options else {}
     if "release" in options:  # the big release: its images only
@@ -210,3 +224,91 @@ def test_kill_9_leaves_no_copy_running_and_no_secret_behind(rig, far, account, t
     assert leftovers, "the killed run left no temporary folder: this test would not see the cleanup"
     rerun_is_exact(rig, far, account, tmp_path, target_client)
     assert not [p for p in leftovers if p.exists()], "the next run did not remove what the killed one left"
+
+
+# --- bundles --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slow_source(rig) -> Iterator[LatencyProxy]:  # type: ignore[no-untyped-def]
+    with LatencyProxy(rig.source.host, rtt_ms=100, mbit=2) as proxy:
+        yield proxy
+
+
+def export_args(big: Path, source: LatencyProxy, out: Path, *extra: str) -> list[str]:
+    return ["bundle", "export", "9.1.0", "--manifests", str(big), "-o", str(out), "--source-mirror",
+            f"docker.io={source.host}", *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_an_export_writes_no_bundle_and_the_rerun_completes_it(rig, big, slow_source, tmp_path,
+                                                                                signum, code):  # fmt: skip
+    out = tmp_path / "hce.tar"
+    since = len(rig.source.requests())
+    started = launch(rig, export_args(big, slow_source, out), tmp_path, "export")
+    deadline = time.monotonic() + 60
+    while not any("/blobs/" in r.path and r.method == "GET" for r in rig.source.requests(since)):
+        assert time.monotonic() < deadline and started.proc.poll() is None, started.output()
+        time.sleep(0.02)
+    time.sleep(0.3)  # downloads under way: each needs about 12 s through the slow link
+    stopped_within_5_seconds(started, signum, code)
+    assert not out.exists() and not list(tmp_path.glob(".hce.tar.partial-*")), "a half-written bundle is there"
+    assert (tmp_path / "hce.tar.parts").is_dir()  # what was downloaded stays for the rerun
+    again = launch(
+        rig, [*export_args(big, slow_source, out)[:-1], f"docker.io={rig.source.host}"], tmp_path, "export-again"
+    )  # the same source, without the slow link
+    assert again.proc.wait(timeout=300) == 0, again.output()
+    verified = subprocess.run([sys.executable, "-m", "chaosmirror", "bundle", "verify", str(out)], cwd=REPO_ROOT,
+                              env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
+                              check=False)  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_signal_kills_the_skopeo_writing_a_docker_archive(rig, big, slow_source, tmp_path):
+    """A docker-archive export is skopeo's own download: the stop must kill it, not wait for it."""
+    out = tmp_path / "archives"
+    started = launch(rig, export_args(big, slow_source, out, "--format", "docker-archive"), tmp_path, "archive")
+    wait_for_skopeo(started, slow_source.host)
+    stopped_within_5_seconds(started, signal.SIGTERM, 143)
+    assert gone_soon(slow_source.host) == []
+    assert not out.exists()
+
+
+def test_kill_9_of_an_export_takes_its_skopeo_copies_with_it(rig, big, slow_source, tmp_path):
+    out = tmp_path / "archives"
+    started = launch(rig, export_args(big, slow_source, out, "--format", "docker-archive"), tmp_path, "archive")
+    wait_for_skopeo(started, slow_source.host)
+    time.sleep(0.5)
+    assert skopeos(slow_source.host), "skopeo finished before the kill: this test would prove nothing"
+    started.proc.kill()
+    started.proc.wait(timeout=10)
+    assert gone_soon(slow_source.host) == [], "skopeo went on copying after chaosmirror was killed"
+
+
+@pytest.fixture(scope="module")
+def big_bundle(rig, big, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("big-bundle") / "big.tar"
+    done = subprocess.run([sys.executable, "-m", "chaosmirror", "bundle", "export", "9.1.0", "--manifests", str(big),
+                           "-o", str(out), "--source-mirror", f"docker.io={rig.source.host}"], cwd=REPO_ROOT,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
+                          check=False, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_an_import_and_the_rerun_lands_every_digest(rig, far, big_bundle, account, tmp_path,
+                                                                   target_client, signum, code):  # fmt: skip
+    args = ["bundle", "import", str(big_bundle), "--to", far.host, "--account", account, "--ca-cert",
+            str(rig.tls.ca_cert)]  # fmt: skip
+    since = len(rig.target.requests())
+    started = launch(rig, args, tmp_path, "import")
+    wait_for_uploads(rig.target, since)
+    stopped_within_5_seconds(started, signum, code)
+    assert not secrets_under(started.tmp)
+    args[args.index(far.host)] = rig.target.host  # the same registry, without the slow link
+    again = launch(rig, args, tmp_path, "import-again")
+    assert again.proc.wait(timeout=300) == 0, again.output()
+    for n, digest in enumerate(BIG_DIGESTS):
+        assert target_client.digest(f"{account}/big-{n}", "1.0") == digest
+    assert not secrets_under(again.tmp)
