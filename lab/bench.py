@@ -337,6 +337,58 @@ class Bench:
         shutil.rmtree(dirs, ignore_errors=True)
         return {n: {k: statistics.median(v) for k, v in by.items()} for n, by in times.items()}
 
+    # --- faulty connections ----------------------------------------------------------------------
+
+    def faults(self, shares: tuple[float, ...] = (0.15, 0.30)) -> dict[str, dict[str, dict[str, float]]]:
+        """One run of each tool into an empty target behind lab.faults, at each share of faulty new
+        connections (half answered 503 or 429 with Retry-After: 1, half cut after a few KB): how
+        many images are exact after that one run, and how long it took. The target behind the proxy
+        is a plain-HTTP registry with the same password; the proxy speaks TLS to the tools."""
+        from lab.faults import FaultProxy
+        from lab.registry import RegistryServer
+
+        assert self.rig.tls and self.rig.target.auth
+        upstream = RegistryServer(self.folder / "faulty-target", auth=self.rig.target.auth).start()
+        names = ["chaosmirror", "skopeo sync", "xargs -P 8 skopeo copy"]
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        try:
+            for share in shares:
+                got: dict[str, dict[str, list[float]]] = {n: {"seconds": [], "exact": [], "code": []} for n in names}
+                for rep in range(self.reps):
+                    for name in names if rep % 2 == 0 else list(reversed(names)):
+                        upstream.wipe()
+                        log = self.folder / f"faults-{share}-{rep}-{name.split()[0]}.jsonl"
+                        with FaultProxy(upstream.host, log, faulty=share, kinds=("503", "429", "cut", "cut"),
+                                        seed=rep, tls=(self.rig.tls.cert, self.rig.tls.key)) as proxy:  # fmt: skip
+                            argv = self.tools(proxy.host)[name]
+                            started = time.monotonic()
+                            done = subprocess.run(argv, env=self.env, capture_output=True, text=True, check=False)
+                            seconds = time.monotonic() - started
+                        exact = self._exact_in(upstream)
+                        got[name]["seconds"].append(seconds)
+                        got[name]["exact"].append(exact)
+                        got[name]["code"].append(done.returncode)
+                        print(f"  {share:.0%} faulty: {name}: exit {done.returncode}, {exact}/{len(self.digests)} "
+                              f"exact, {seconds:.2f}s", flush=True)  # fmt: skip
+                out[f"{share:.2f}"] = {
+                    n: {"seconds": statistics.median(v["seconds"]), "exact": min(v["exact"]),
+                        "code": max(v["code"]), "runs": len(v["seconds"])} for n, v in got.items()
+                }  # fmt: skip
+        finally:
+            upstream.stop()
+        return out
+
+    def _exact_in(self, server: object) -> int:
+        """How many images of the release `server` holds with their source digest."""
+        client = Client(server.host, auth=self.rig.target.auth)  # type: ignore[attr-defined]
+        try:
+            return sum(
+                1 for (repo, tag), digest in self.digests.items()
+                if client.digest(f"harness/{repo.split('/')[-1]}", tag) == digest
+            )  # fmt: skip
+        finally:
+            client.close()
+
     # --- bundle import: time and scratch disk -----------------------------------------------------
 
     def bundle_imports(self, baseline: str = BASELINE) -> dict[str, dict[str, float]]:
@@ -471,6 +523,18 @@ def render_bundle_imports(medians: dict[str, dict[str, float]], baseline: str = 
     return "\n".join(lines)
 
 
+def render_faults(results: dict[str, dict[str, dict[str, float]]], images: int) -> str:
+    lines = ["### Faulty connections (target behind lab.faults: 503 / 429 with Retry-After, or cut after a few KB)",
+             "", "| faulty connections | tool | exact after one run | exit | time (s) | chaosmirror / tool, time |",
+             "|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+    for share, rows in results.items():
+        ours = rows["chaosmirror"]["seconds"]
+        for name, row in rows.items():
+            lines.append(f"| {float(share):.0%} | {name} | {int(row['exact'])}/{images} | {int(row['code'])} | "
+                         f"{row['seconds']:.2f} | {ours / row['seconds']:.2f}x |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def render_docker(medians: dict[str, dict[str, float]]) -> str:
     lines = ["### The Docker engine (one private dockerd, vfs storage; loopback source and TLS + auth target)", "",
              "| tool | cold (s) | warm no-op (s) | chaosmirror --engine docker / tool, cold | warm |",
@@ -490,6 +554,7 @@ def main() -> None:
     parser.add_argument("--no-loopback", action="store_true", help="skip the run straight to the loopback target")
     parser.add_argument("--no-bundles", action="store_true", help="skip the bundle export / import run")
     parser.add_argument("--no-docker", action="store_true", help="skip the Docker engine run")
+    parser.add_argument("--no-faults", action="store_true", help="skip the runs behind the fault proxy")
     parser.add_argument("--rtt-ms", type=float, default=40)
     parser.add_argument("--mbit", type=float, default=100, help="per-connection cap of the proxy")
     parser.add_argument("--json", type=Path, help="also write the medians here")
@@ -518,6 +583,9 @@ def main() -> None:
             with DockerDaemon(folder / "dockerd") as daemon:
                 out["docker"] = bench.docker(daemon)
             reports.append(render_docker(out["docker"]))  # type: ignore[arg-type]
+        if not args.no_faults:
+            out["faults"] = bench.faults()
+            reports.append(render_faults(out["faults"], len(bench.repos)))  # type: ignore[arg-type]
         if not args.no_latency:
             bench.reps = args.latency_reps
             with LatencyProxy(bench.rig.target.host, rtt_ms=args.rtt_ms, mbit=args.mbit) as proxy:
