@@ -54,12 +54,32 @@ def _split(repos: list[ImageRef]) -> tuple[ImageRef, tuple[ImageRef, ...]]:
     return repos[0], tuple(repos[1:])
 
 
-class Seeder:
-    """Uploads and mounts shared layers on its own threads; tells `on_done(digest, ok)` as each ends."""
+class Counted:
+    """A stream that tells `on_bytes` how many bytes were read from it."""
 
-    def __init__(self, registries: Registries, *, jobs: int, on_done: Callable[[str, bool], None]) -> None:
+    def __init__(self, stream: BinaryIO, on_bytes: Callable[[int], None]) -> None:
+        self.stream = stream
+        self.on_bytes = on_bytes
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        if data:
+            self.on_bytes(len(data))
+        return data
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+class Seeder:
+    """Uploads and mounts shared layers on its own threads; tells `on_done(digest, ok)` as each ends
+    and `on_bytes(n)` as the bytes go."""
+
+    def __init__(self, registries: Registries, *, jobs: int, on_done: Callable[[str, bool], None],
+                 on_bytes: Callable[[int], None] | None = None) -> None:  # fmt: skip
         self.registries = registries
         self.on_done = on_done
+        self.on_bytes = on_bytes
         self._uploads = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="seed")
         self._mounts = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="mount")
         self._futures: list[Future[None]] = []
@@ -89,8 +109,10 @@ class Seeder:
 
     def _open(self, source: ImageRef | LayoutRef, digest: str) -> BinaryIO:
         if isinstance(source, LayoutRef):
-            return open(source.blob_path(digest), "rb")
-        return self.registries.for_ref(source, "src").open_blob(source, digest)
+            stream: BinaryIO = open(source.blob_path(digest), "rb")  # noqa: SIM115 - the upload closes it
+        else:
+            stream = self.registries.for_ref(source, "src").open_blob(source, digest)
+        return Counted(stream, self.on_bytes) if self.on_bytes else stream  # type: ignore[return-value]
 
     def _mount(self, layer: SharedLayer, repo: ImageRef) -> bool:
         try:

@@ -95,9 +95,11 @@ class _Gate:
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # "start" or "done"
+    kind: str  # "planned" (size: bytes to move, count: images to copy), "start" or "done"
     action: Action | None  # None for work that is not a planned copy (docker-archive imports)
     entry: Entry | None = None
+    size: int = 0
+    count: int = 0
 
 
 def entry_for(action: Action, status: Status, *, seconds: float = 0.0, error: str = "") -> Entry:
@@ -235,6 +237,7 @@ def run(
     seed_all: bool = False,
     on_event: Callable[[Event], None] = lambda e: None,
     on_phase: Callable[[str], None] = lambda m: None,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> list[Entry]:
     """Run every copy of `plan`; a failed image is an entry, never an exception. Entries in plan
     order. When the run stops (registries.run), no new copy starts and what did not finish is
@@ -257,7 +260,10 @@ def run(
     if layers:
         what = "blobs" if seed_all else "shared layers"
         on_phase(f"uploading {len(layers)} {what} ({sum(x.size for x in layers) / 1e6:.1f} MB), each once")
-    seeder = Seeder(registries, jobs=jobs, on_done=lambda digest, ok: gate.release({digest}, ok=ok))
+    copies = [a for a in plan.actions if a.kind == "copy"]
+    emit(Event("planned", None, size=sum(a.size for a in copies), count=len(copies)))
+    seeder = Seeder(registries, jobs=jobs, on_done=lambda digest, ok: gate.release({digest}, ok=ok),
+                    on_bytes=on_bytes)  # fmt: skip
 
     def worker() -> None:
         while (taken := gate.take(stop)) is not None:
@@ -354,7 +360,7 @@ def mirror_release(
             engine,
         ):
             _mirror(items, report, settings=settings, registries=registries, engine=engine, dry_run=dry_run,
-                    on_event=on_event, on_phase=on_phase)  # fmt: skip
+                    on_event=on_event, on_phase=on_phase, on_bytes=on_bytes)  # fmt: skip
     except Interrupted:
         done = {e.source for e in report.entries}
         report.entries += [Entry(str(i.src), str(i.dst), "interrupted", uses=i.uses, pulled_from=str(i.pull),
@@ -431,7 +437,8 @@ class Session:
 
 
 def _mirror(items: list[Item], report: Report, *, settings: Settings, registries: Registries, engine: Engine,
-            dry_run: bool, on_event: Callable[[Event], None], on_phase: Callable[[str], None]) -> None:  # fmt: skip
+            dry_run: bool, on_event: Callable[[Event], None], on_phase: Callable[[str], None],
+            on_bytes: Callable[[int], None] | None = None) -> None:  # fmt: skip
     assert settings.target is not None
     wanted = platforms_for(engine, settings)
     on_phase(f"checking {len(items)} images in the source and in {settings.target.host}")
@@ -450,7 +457,8 @@ def _mirror(items: list[Item], report: Report, *, settings: Settings, registries
     else:
         on_phase(f"copying {plan.count('copy')} images, {plan.count('skip')} already there")
         report.entries = run(plan, engine, registries, jobs=settings.workers(far=far), split=far,
-                             seed_all=engine.exact, on_event=on_event, on_phase=on_phase)  # fmt: skip
+                             seed_all=engine.exact, on_event=on_event, on_phase=on_phase,
+                             on_bytes=on_bytes)  # fmt: skip
 
 
 def platforms_for(engine: Engine, settings: Settings) -> tuple[Platform, ...]:
