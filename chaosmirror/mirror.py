@@ -261,7 +261,8 @@ def run(
         what = "blobs" if seed_all else "shared layers"
         on_phase(f"uploading {len(layers)} {what} ({sum(x.size for x in layers) / 1e6:.1f} MB), each once")
     copies = [a for a in plan.actions if a.kind == "copy"]
-    emit(Event("planned", None, size=sum(a.size for a in copies), count=len(copies)))
+    unique = {d: n for a in copies for part in a.parts for d, n in part.layers}  # each blob moves once
+    emit(Event("planned", None, size=sum(unique.values()), count=len(copies)))
     seeder = Seeder(registries, jobs=jobs, on_done=lambda digest, ok: gate.release({digest}, ok=ok),
                     on_bytes=on_bytes)  # fmt: skip
 

@@ -8,6 +8,10 @@ upstream connection and relays the answer, unless the request is chosen for a fa
 - `cut`: the upload body, or else the answer's body, is cut off after a few KB;
 - `slow`: the answer is held back for `--slow-seconds` before it is relayed.
 
+With `--bearer SECONDS` the proxy also plays a registry's token service: requests without a valid
+Bearer token get a 401 challenge naming its `/token` endpoint, which hands out tokens announced as
+valid for a minute but honoured for SECONDS only, so a client must re-authenticate on a later 401.
+
 Faults hit a random share of new connections (`--faulty 0.15`, the first request of a chosen
 connection takes the fault) or of requests (`--per request`); `--rule` adds exact, counted faults
 ("the first 3 HEADs of manifests answer 429"). Every request is logged as a JSON line (times,
@@ -25,12 +29,14 @@ import contextlib
 import json
 import random
 import re
+import secrets
 import socket
 import ssl
 import struct
 import subprocess
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +83,8 @@ class Config:
     seed: int = 0
     log: Path | None = None
     tls: bool = False  # clients speak TLS to the proxy: tell the registry, so its Location URLs say https
+    bearer: float = 0.0  # > 0: demand Bearer tokens, each honoured this many seconds
+    listen: str = ""  # host:port, for the token realm
 
 
 class Proxy:
@@ -86,6 +94,7 @@ class Proxy:
         self.inflight = 0
         self.connections = 0
         self.log = open(config.log, "a", buffering=1) if config.log else None  # noqa: SIM115 - process lifetime
+        self.tokens: dict[str, float] = {}  # token -> when it stops being honoured
 
     def _choose(self) -> str:
         return self.rng.choice(self.config.kinds)
@@ -123,6 +132,8 @@ class Proxy:
                 if head is None:
                     return
                 method, path, headers = _parse_request(head)
+                if self.config.bearer and not await self._authorized(method, path, headers, client_r, client_w):
+                    continue
                 fault = self._decide(method, path, first=first, faulty_conn=faulty_conn)
                 first = False
                 started = time.time()
@@ -181,6 +192,48 @@ class Proxy:
                 if writer is not None:
                     with contextlib.suppress(Exception):
                         writer.close()
+
+    async def _authorized(self, method: str, path: str, headers: dict[str, str], reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> bool:  # fmt: skip
+        """The token gate: answer /token and 401s here; True when the request may go on upstream."""
+        agent = headers.get("user-agent", "")[:40]
+        if path.startswith("/token"):
+            asked = urllib.parse.parse_qsl(urllib.parse.urlsplit(path).query)
+            query = {"scope": " ".join(v for k, v in asked if k == "scope")}
+            token = secrets.token_hex(8)
+            self.tokens[token] = time.time() + self.config.bearer
+            body = json.dumps({"token": token, "expires_in": 60, "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ")})
+            self._record(t=round(time.time(), 4), end=round(time.time(), 4), method=method, path="/token",
+                         scope=query.get("scope", ""), status=200, fault=None, inflight=0, agent=agent)  # fmt: skip
+            _answer(writer, 200, body.encode())
+            await writer.drain()
+            return False
+        given = headers.get("authorization", "")
+        token = given.removeprefix("Bearer ") if given.startswith("Bearer ") else ""
+        if token and self.tokens.get(token, 0) > time.time():
+            return True
+        await _relay_body(reader, None, headers)
+        parts = path.split("?", maxsplit=1)[0].split("/")
+        scope = ""
+        for marker in ("manifests", "blobs", "tags"):
+            if marker in parts:
+                name = "/".join(parts[2 : parts.index(marker)])
+                scope = f',scope="repository:{name}:{"pull" if method in ("GET", "HEAD") else "pull,push"}"'
+        scheme = "https" if self.config.tls else "http"
+        challenge = f'Bearer realm="{scheme}://{self.config.listen}/token",service="lab"{scope}'
+        self._record(t=round(time.time(), 4), end=round(time.time(), 4), method=method, path=path, status=401,
+                     fault="expired" if token else None, inflight=0, agent=agent)  # fmt: skip
+        _answer(writer, 401, b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
+                **{"WWW-Authenticate": challenge})  # fmt: skip
+        await writer.drain()
+        return False
+
+
+def _answer(writer: asyncio.StreamWriter, status: int, body: bytes, **headers: str) -> None:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    reason = {200: "OK", 401: "Unauthorized"}[status]
+    writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                 f"{extra}\r\n".encode() + body)  # fmt: skip
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -300,12 +353,13 @@ class FaultProxy:
     def __init__(self, upstream: str, log: Path, *, faulty: float = 0.0, per: str = "connection",
                  kinds: tuple[str, ...] = ("503", "429", "cut"), rules: tuple[str, ...] = (),
                  retry_after: str = "1", slow_seconds: float = 5.0, seed: int = 0,
-                 tls: tuple[Path, Path] | None = None) -> None:  # fmt: skip
+                 tls: tuple[Path, Path] | None = None, bearer: float = 0.0) -> None:  # fmt: skip
         self.port = free_port()
         self.log = log
         self.args = ["--upstream", upstream, "--faulty", str(faulty), "--per", per, "--kinds", ",".join(kinds),
                      "--retry-after", retry_after, "--slow-seconds", str(slow_seconds), "--seed", str(seed),
-                     "--log", str(log), *(a for r in rules for a in ("--rule", r))]  # fmt: skip
+                     "--log", str(log), "--bearer", str(bearer),
+                     *(a for r in rules for a in ("--rule", r))]  # fmt: skip
         if tls:
             self.args += ["--cert", str(tls[0]), "--key", str(tls[1])]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -345,6 +399,7 @@ def main() -> None:
     parser.add_argument("--slow-seconds", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log", type=Path)
+    parser.add_argument("--bearer", type=float, default=0.0, help="demand Bearer tokens honoured SECONDS")
     parser.add_argument("--cert", type=Path)
     parser.add_argument("--key", type=Path)
     args = parser.parse_args()
@@ -357,7 +412,8 @@ def main() -> None:
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(str(args.cert), str(args.key))
     config = Config(_hostport(args.upstream), args.faulty, args.per, kinds, args.retry_after, args.slow_seconds,
-                    [Rule.parse(r) for r in args.rule], args.seed, args.log, tls is not None)  # fmt: skip
+                    [Rule.parse(r) for r in args.rule], args.seed, args.log, tls is not None, args.bearer,
+                    args.listen)  # fmt: skip
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(_hostport(args.listen), config, tls))
 

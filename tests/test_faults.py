@@ -226,3 +226,22 @@ def test_a_bundle_exports_from_a_faulty_source_and_imports_into_a_faulty_target(
     assert imported.code == 0, imported.output
     assert len(target_struck) >= 5, "the faults never struck"
     assert exact(rig, plain_target, account) == []
+
+
+def test_tokens_are_fetched_once_per_scope_and_again_after_a_later_401(rig, chaosmirror, account, tmp_path):
+    """The proxy plays a token service whose tokens say "60 s" but are honoured for half a second."""
+    open_target = RegistryServer(tmp_path / "open").start()
+    try:
+        with faulty(rig, open_target, tmp_path / "faults.jsonl", bearer=0.5) as proxy:
+            run = chaosmirror("mirror", "1.47.0", *via(rig, proxy.host, account), "--group", "ddcr")
+            seen = proxy.requests()
+    finally:
+        open_target.stop()
+    assert run.code == 0, run.output
+    ours = [r for r in seen if str(r["agent"]).startswith("chaosmirror")]
+    fetches = [r for r in ours if r["path"] == "/token"]
+    expired = [r for r in ours if r["fault"] == "expired"]
+    scopes = {r["scope"] for r in fetches}
+    assert scopes and len(fetches) <= len(scopes) + len(expired)  # one fetch per scope, and one per expiry
+    assert expired, "no token outlived its honoured time: the re-authentication was not exercised"
+    assert {e["status"] for e in run.report["images"]} == {"copied"}
