@@ -337,6 +337,62 @@ class Bench:
         shutil.rmtree(dirs, ignore_errors=True)
         return {n: {k: statistics.median(v) for k, v in by.items()} for n, by in times.items()}
 
+    # --- scale: every release in one run --------------------------------------------------------
+
+    def scale(self, sizes: tuple[int, ...] = (14, 100, 0)) -> list[dict[str, float]]:
+        """The distinct images of every bundled release (small stand-ins), copied in one run, at a few
+        sizes (0: all of them): survey + plan time per image (`plan`), cold and no-op mirror times and
+        chaosmirror's peak memory, beside `skopeo sync` of the same image list, into a plain target."""
+        from chaosmirror.release import Catalog, bundled_dir
+        from lab.registry import RegistryServer
+
+        refs = sorted({im.ref for rel in Catalog(bundled_dir()).load_all() for im in rel.images()}, key=str)
+        repos = [(r.repository, r.tag) for r in refs]
+        source = RegistryServer(self.folder / "scale-source").start()
+        target = RegistryServer(self.folder / "scale-target").start()
+        started = time.monotonic()
+        standin.push_all(source.host, standin.build(repos, standin.SMALL))
+        print(f"scale: {len(repos)} distinct images of every release, pushed in {time.monotonic() - started:.0f}s")
+        rows = []
+        try:
+            for size in sizes:
+                chosen = repos[:size] if size else repos
+                folder = self.folder / f"scale-{len(chosen)}"
+                folder.mkdir()
+                doc = {"schema": "chaosmirror.release/v1", "release": "9.9.9", "notes": "bench: every release",
+                       "sources": {"bench": {"title": "lab.bench"}},
+                       "groups": {"experiment": {"source": "bench", "images": [
+                           {"component": f"c{n}", "image": f"docker.io/{repo}:{tag}"}
+                           for n, (repo, tag) in enumerate(chosen)]}}}  # fmt: skip
+                (folder / "9.9.9.yaml").write_text(yaml.safe_dump(doc))
+                sync_yaml = self.folder / f"scale-sync-{len(chosen)}.yaml"  # not in the manifests folder
+                by_repo: dict[str, list[str]] = {}
+                for repo, tag in chosen:
+                    by_repo.setdefault(repo, []).append(tag)
+                sync_yaml.write_text(yaml.safe_dump({source.host: {"tls-verify": False, "images": by_repo}}))
+                args = ["9.9.9", "--manifests", str(folder), "--to", target.host, "--source-mirror",
+                        f"docker.io={source.host}"]  # fmt: skip
+                plan = [sys.executable, "-m", "chaosmirror", "plan", *args]
+                mirror = [sys.executable, "-m", "chaosmirror", "mirror", *args]
+                sync = ["skopeo", "sync", "--all", "--preserve-digests", "--src", "yaml", "--dest", "docker",
+                        "--dest-tls-verify=false", str(sync_yaml), f"{target.host}/harness"]  # fmt: skip
+                row: dict[str, float] = {"images": len(chosen)}
+                target.wipe()
+                row["plan"], _ = _measured(plan, self.env)
+                row["cold"], row["peak_mb"] = _measured(mirror, self.env)
+                row["warm"], _ = _measured(mirror, self.env)
+                target.wipe()
+                row["sync_cold"], _ = _measured(sync, self.env)
+                row["sync_warm"], _ = _measured(sync, self.env)
+                print(f"  scale {len(chosen)}: plan {row['plan']:.2f}s, cold {row['cold']:.2f}s (sync "
+                      f"{row['sync_cold']:.2f}s), no-op {row['warm']:.2f}s (sync {row['sync_warm']:.2f}s), peak "
+                      f"{row['peak_mb']:.0f} MB", flush=True)  # fmt: skip
+                rows.append(row)
+        finally:
+            source.stop()
+            target.stop()
+        return rows
+
     # --- faulty connections ----------------------------------------------------------------------
 
     def faults(self, shares: tuple[float, ...] = (0.15, 0.30)) -> dict[str, dict[str, dict[str, float]]]:
@@ -486,6 +542,38 @@ class Bench:
         return seconds, peak[0]
 
 
+def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Run `argv`; its seconds and its peak resident memory in MB (VmHWM, read while it runs)."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        time.sleep(0.02)
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(argv[:5])} failed:\n{(proc.stderr.read() if proc.stderr else '')[-3000:]}")
+    return seconds, peak / 1024
+
+
+def render_scale(rows: list[dict[str, float]]) -> str:
+    lines = ["### Scale: the distinct images of every bundled release (small stand-ins, plain loopback target)", "",
+             "| images | survey + plan (s) | per image (ms) | cold (s) | skopeo sync cold (s) | cold / sync | "
+             "no-op (s) | skopeo sync no-op (s) | no-op / sync | peak memory (MB) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        per = 1000 * r["plan"] / r["images"]
+        cells = [f"{int(r['images'])}", f"{r['plan']:.2f}", f"{per:.1f}", f"{r['cold']:.2f}", f"{r['sync_cold']:.2f}",
+                 f"{r['cold'] / r['sync_cold']:.2f}x", f"{r['warm']:.2f}", f"{r['sync_warm']:.2f}",
+                 f"{r['warm'] / r['sync_warm']:.2f}x", f"{r['peak_mb']:.0f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def render(title: str, medians: dict[str, dict[str, float]]) -> str:
     lines = [
         f"### {title}",
@@ -555,6 +643,7 @@ def main() -> None:
     parser.add_argument("--no-bundles", action="store_true", help="skip the bundle export / import run")
     parser.add_argument("--no-docker", action="store_true", help="skip the Docker engine run")
     parser.add_argument("--no-faults", action="store_true", help="skip the runs behind the fault proxy")
+    parser.add_argument("--no-scale", action="store_true", help="skip the run of every release's images")
     parser.add_argument("--rtt-ms", type=float, default=40)
     parser.add_argument("--mbit", type=float, default=100, help="per-connection cap of the proxy")
     parser.add_argument("--json", type=Path, help="also write the medians here")
@@ -583,6 +672,9 @@ def main() -> None:
             with DockerDaemon(folder / "dockerd") as daemon:
                 out["docker"] = bench.docker(daemon)
             reports.append(render_docker(out["docker"]))  # type: ignore[arg-type]
+        if not args.no_scale:
+            out["scale"] = bench.scale()
+            reports.append(render_scale(out["scale"]))  # type: ignore[arg-type]
         if not args.no_faults:
             out["faults"] = bench.faults()
             reports.append(render_faults(out["faults"], len(bench.repos)))  # type: ignore[arg-type]
