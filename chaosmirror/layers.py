@@ -11,6 +11,7 @@ Seeding is an optimisation: a layer that fails to seed is left to the engines to
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -57,9 +58,11 @@ def _split(repos: list[ImageRef]) -> tuple[ImageRef, tuple[ImageRef, ...]]:
 class Seeder:
     """Uploads and mounts shared layers on its own threads; tells `on_done(digest, ok)` as each ends."""
 
-    def __init__(self, registries: Registries, *, jobs: int, on_done: Callable[[str, bool], None]) -> None:
+    def __init__(self, registries: Registries, *, jobs: int, on_done: Callable[[str, bool], None],
+                 local: Callable[[SharedLayer], bytes | None] | None = None) -> None:  # fmt: skip
         self.registries = registries
         self.on_done = on_done
+        self.local = local  # the bytes of a blob already read (an image config, in the cache), else None
         self._uploads = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="seed")
         self._mounts = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="mount")
         self._futures: list[Future[None]] = []
@@ -82,7 +85,11 @@ class Seeder:
         try:
             if target.has_blob(layer.home, layer.digest):
                 return True
-            target.upload_blob(layer.home, layer.digest, layer.size, lambda: self._open(layer.source, layer.digest))
+            data = self.local(layer) if self.local else None
+            if data is not None:
+                target.upload_blob(layer.home, layer.digest, layer.size, lambda: io.BytesIO(data))
+            else:
+                target.upload_blob(layer.home, layer.digest, layer.size, lambda: self._open(layer.source, layer.digest))
             return True
         except ChaosmirrorError:
             return False
