@@ -97,7 +97,7 @@ def _export(release: Release, settings: Settings, output: Path, *, kind: str, si
             if since:
                 unchanged = left_out(since, items, observed, selections, registries, groups=settings.groups,
                                      optional=settings.optional, mirrors=settings.source_mirrors)  # fmt: skip
-            job = _Export(settings, engine, registries, work, on_event, cache)
+            job = _Export(settings, engine, registries, work, on_event, cache, _noter(report, on_phase))
             todo = [i for i in items if i not in unchanged]
             if split_size:
                 split.check_fits(_planned(release, todo, observed, settings), split_size, allow_oversize=allow_oversize)
@@ -207,6 +207,7 @@ class _Export:
     work: Path
     on_event: Callable[[Event], None]
     cache: ManifestCache
+    on_phase: Callable[[str], None] = lambda message: None
 
     def _each(self, items: list[Item],
               one: Callable[[Item], tuple[fmt.BundleImage, str]]) -> list[tuple[fmt.BundleImage, Entry]]:  # fmt: skip
@@ -393,6 +394,10 @@ class _Export:
         with an engine that saves several images at once (Docker), one tarball holding them all, in
         which layers shared between images are stored once."""
         self.work.mkdir(parents=True, exist_ok=True)
+        if self.settings.signatures:
+            self.on_phase("note: a docker-archive bundle holds no signatures, attestations, SBOMs or referrers (an "
+                          "image loaded from it is pushed with a new digest nobody signed): use the OCI format "
+                          "to carry them")  # fmt: skip
         if isinstance(self.engine, ArchiveWriter):
             return self._archive_together(self.engine, items, observed)
         return self._each(items, lambda item: (self._one_archive(item, observed[item]), ""))
@@ -405,11 +410,13 @@ class _Export:
 
         def pull(item: Item) -> fmt.BundleImage:
             seen = observed[item]
-            selection = _selection(seen, self.settings)
+            selection = _selection(seen, self.settings, alone=not self.engine.exact)
             assert isinstance(item.pull, ImageRef) and seen.top is not None
+            refused = self.engine.refuses([seen.children.get(p.digest, seen.top) for p in selection.parts])
+            if refused:
+                raise EngineError(refused)
             pulled[item] = writer.prepare(item.pull.with_digest(selection.parts[0].digest))
-            return fmt.BundleImage(str(item.src), hce_name(item.src), selection.digest, selection.platforms, 0,
-                                   item.uses, seen.top.digest, ((platform, name),))  # fmt: skip
+            return replace(record(item, seen, selection), archives=((platform, name),))
 
         done = self._each(items, lambda item: (pull(item), ""))
         ok = [item for item in items if item in pulled]
@@ -432,8 +439,7 @@ class _Export:
                 partial.replace(self.work / name)
             archives.append((platform, name))
         size = sum((self.work / n).stat().st_size for _, n in archives)
-        return fmt.BundleImage(str(item.src), hce_name(item.src), selection.digest, selection.platforms, size,
-                               item.uses, seen.top.digest, tuple(archives))  # fmt: skip
+        return replace(record(item, seen, selection), size=size, archives=tuple(archives))
 
 
 def _platform_parts(selection: Selection, top: Manifest) -> list[tuple[str, str]]:

@@ -241,7 +241,8 @@ class _Import:
                 continue
             entry = replace(base, status="skipped", digest=held or "",
                             reason=f"unchanged since {info.since}: the target holds {why}")  # fmt: skip
-            out.append(attach(entry, dst, image.attached) if attach else entry)
+            exact = held == image.digest  # signatures of the source digests apply only to the same digests
+            out.append(attach(entry, dst, image.attached) if attach and exact else entry)
         return out
 
 
