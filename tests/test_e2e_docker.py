@@ -165,3 +165,35 @@ def test_config_out_after_a_docker_run_pins_the_digests_it_pushed(rig, chaosmirr
     entry = next(e for e in run.report["images"] if e["source"].endswith("chaos-operator:1.47.0"))
     assert entry["digest"] != entry["source_digest"] or entry["status"] == "skipped"
     assert f"tag: 1.47.0@{entry['digest']}" in (out / "helm" / "chaos-infra-values.yaml").read_text()
+
+
+def test_docker_engine_on_a_far_target_pushes_one_platform_to_each_tag(rig, account, target_client, docker_env):
+    """Far targets split an index into copies by digest, which a daemon cannot push: the Docker engine
+    copies one platform's manifest to the tag, and never puts an index of manifests it did not push."""
+    from chaosmirror.engines.docker import DockerEngine
+    from chaosmirror.engines.repush import same_config
+    from chaosmirror.manifest import Platform
+    from chaosmirror.mirror import run
+    from chaosmirror.plan import build_plan, collect_items
+    from chaosmirror.ref import SourceMirror, Target
+    from chaosmirror.registry import Registries
+    from chaosmirror.release import Catalog, bundled_dir
+    from chaosmirror.survey import survey
+
+    rel = Catalog(bundled_dir()).load("1.47.0")
+    items = collect_items(rel.images(("dedicated",)), Target(rig.target.host, "", account),
+                          (SourceMirror.parse(f"docker.io={rig.source.host}"),))  # fmt: skip
+    registries = Registries(ca_file=Path(rig.tls.ca_cert), env=rig.env)
+    wanted = (Platform.parse("linux/amd64"),)
+    plan = build_plan(items, survey(items, registries, wanted, configs=True, alone=True), wanted, exact=False,
+                      recognise=same_config)  # fmt: skip
+    engine = DockerEngine(registries)
+    try:
+        entries = run(plan, engine, registries, jobs=4, split=True)
+    finally:
+        engine.close()
+        registries.close()
+    assert {e.status for e in entries} == {"copied"}, [e.error for e in entries if e.error]
+    held = target_client.get_manifest(f"{account}/chaos-workflow-controller", "v3.4.16")  # a one-platform buildx
+    assert held["mediaType"] != MT_INDEX
+    assert held["config"]["digest"] == amd64_config(rig, "chaos-workflow-controller", "v3.4.16")
