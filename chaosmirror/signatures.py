@@ -105,36 +105,45 @@ class Finder:
     """Finds what is attached to manifests in source registries. Remembers, per host, whether it has
     the referrers API (a 404 there means it has not: distribution-spec 1.1)."""
 
-    def __init__(self, registries: Registries, cache: ManifestCache) -> None:
+    def __init__(self, registries: Registries, cache: ManifestCache, *, jobs: int = 4) -> None:
         self.registries = registries
         self.cache = cache
+        self.jobs = jobs
         self._api: dict[str, bool] = {}
         self._lock = threading.Lock()
 
     def find(self, repo: ImageRef, subjects: list[str], *, read: bool = True) -> list[Found]:
         """What `repo` holds about each of `subjects` (and about what that holds, to DEPTH), referrers
-        before the fallback index that lists them. Without `read`, HEADs only (nothing is read)."""
+        before the fallback index that lists them. Without `read`, HEADs only (nothing is read). The
+        lookups of one level run in parallel: against a far registry each is a round trip."""
         source = self.registries.for_ref(repo, "src")
         out: list[Found] = []
         seen: set[str] = set()
-        todo = [(s, 1) for s in subjects]
-        while todo:
-            subject, depth = todo.pop(0)
-            if subject in seen:
-                continue
-            seen.add(subject)
-            found = self._cosign(source, repo, subject, read) + self._referrers(source, repo, subject, read)
-            out += found
-            if depth < DEPTH:
-                todo += [(f.attachment.digest, depth + 1) for f in found if f.attachment.kind != "referrers"]
+        level = list(dict.fromkeys(subjects))
+        with ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="find") as pool:
+            for depth in range(1, DEPTH + 1):
+                level = [s for s in level if s not in seen]
+                seen.update(level)
+                lookups = [(s, kind) for s in level for kind in (*COSIGN_KINDS, "referrers")]
+                found = [f for group in pool.map(lambda job: self._lookup(source, repo, job[0], job[1], read), lookups)
+                         for f in group]  # fmt: skip
+                out += found
+                if depth < DEPTH:
+                    level = [f.attachment.digest for f in found if f.attachment.kind != "referrers"]
         return out
+
+    def _lookup(self, source: Registry, repo: ImageRef, subject: str, kind: str, read: bool) -> list[Found]:
+        if kind == "referrers":
+            return self._referrers(source, repo, subject, read)
+        return self._cosign(source, repo, subject, read, kinds=(kind,))
 
     def _read(self, source: Registry, repo: ImageRef, digest: str, media_type: str) -> Manifest:
         return self.cache.manifest(source, repo.with_digest(digest), media_type)
 
-    def _cosign(self, source: Registry, repo: ImageRef, subject: str, read: bool) -> list[Found]:
+    def _cosign(self, source: Registry, repo: ImageRef, subject: str, read: bool, *,
+                kinds: tuple[str, ...] = COSIGN_KINDS) -> list[Found]:  # fmt: skip
         out = []
-        for kind in COSIGN_KINDS:
+        for kind in kinds:
             tag = cosign_tag(subject, kind)
             head = source.head(ImageRef(repo.registry, repo.repository, tag))
             if head is None:
