@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Debian/Ubuntu packages the tests, the demo and the benchmark use.
-APT_PACKAGES := skopeo docker-registry apache2-utils openssl docker.io containerd iproute2 util-linux
-TOOLS := skopeo docker-registry htpasswd openssl dockerd docker containerd ctr ip setpriv
+APT_PACKAGES := skopeo docker-registry apache2-utils openssl docker.io containerd iproute2 util-linux zstd
+TOOLS := skopeo docker-registry htpasswd openssl dockerd docker containerd ctr ip setpriv zstd
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null && echo sudo)
 
 .PHONY: setup system-packages demo test lint bench clean

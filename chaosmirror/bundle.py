@@ -28,6 +28,7 @@ from chaosmirror import __version__
 from chaosmirror.errors import BundleError, Interrupted, RefError
 from chaosmirror.lifecycle import Run
 from chaosmirror.ref import ImageRef, check_digest
+from chaosmirror.signatures import Attachment
 
 FORMAT, SPLIT_FORMAT = 1, 2
 OCI, DOCKER_ARCHIVE = "oci", "docker-archive"
@@ -54,6 +55,11 @@ class BundleImage:
     uses: tuple[str, ...] = ()
     source_digest: str = ""
     archives: tuple[tuple[str, str], ...] = ()  # docker-archive bundles: (platform, file name)
+    # What the bundle holds of it, exactly: every manifest and blob by digest (an OCI bundle), or the
+    # config and layers of the platform archived (a docker-archive one), so a delta on this bundle,
+    # and its import, can tell from the records alone whether a target holds the image.
+    blobs: tuple[str, ...] = ()
+    attached: tuple[Attachment, ...] = ()  # signatures, attestations, SBOMs, referrers it carries
 
 
 @dataclass(frozen=True)
@@ -77,17 +83,16 @@ class BundleInfo:
     groups: tuple[str, ...] = ()
     platforms: tuple[str, ...] = ()  # what was asked for; () means every platform
     since: str = ""  # a delta bundle: the release it leaves unchanged images to
-    unchanged: tuple[BundleImage, ...] = ()  # what a delta left out (the base bundle has them)
+    unchanged: tuple[BundleImage, ...] = ()  # what a delta left out (the base bundle has them), as the base recorded
+    base: str = ""  # a delta on a bundle: which (file name, kind, id), when --since named one
     format: int = FORMAT
     id: str = ""  # split bundles: the id every part.json carries
     parts: tuple[PartEntry, ...] = ()  # split bundles: every part, 001 first
 
     def to_json(self) -> bytes:
         doc = asdict(self)
-        doc["delta"] = {"since": doc.pop("since"), "unchanged": doc.pop("unchanged")} if self.since else None
-        if not self.since:
-            doc.pop("since", None)
-            doc.pop("unchanged", None)
+        delta = {"since": doc.pop("since"), "unchanged": doc.pop("unchanged"), "base": doc.pop("base")}
+        doc["delta"] = delta if self.since else None
         if not self.parts:
             doc.pop("parts")
             doc.pop("id")
@@ -108,7 +113,8 @@ class BundleInfo:
             parts = tuple(_part(p) for p in doc.pop("parts", ()))
             for key in ("groups", "platforms"):
                 doc[key] = tuple(doc.get(key, ()))
-            info = cls(images=images, since=delta.get("since", ""), unchanged=unchanged, parts=parts, **doc)
+            info = cls(images=images, since=delta.get("since", ""), unchanged=unchanged, parts=parts,
+                       base=str(delta.get("base", "")), **doc)  # fmt: skip
         except (ValueError, TypeError, KeyError, AttributeError, RefError) as exc:
             raise BundleError(f"{where}: bundle.json is malformed ({exc})") from None
         if info.kind not in (OCI, DOCKER_ARCHIVE):
@@ -125,6 +131,8 @@ def _image(doc: dict[str, Any]) -> BundleImage:
     doc["platforms"] = tuple(doc.get("platforms", ()))
     doc["uses"] = tuple(doc.get("uses", ()))
     doc["archives"] = tuple(tuple(a) for a in doc.get("archives", ()))
+    doc["blobs"] = tuple(check_digest(str(d)) for d in doc.get("blobs", ()))
+    doc["attached"] = tuple(Attachment.from_json(a) for a in doc.get("attached", ()))
     check_digest(doc["digest"])
     ImageRef.parse(doc["source"])
     for archive in doc["archives"]:

@@ -245,24 +245,28 @@ def read_manifest(bundle: Bundle, desc: Descriptor) -> Manifest | None:
 
 
 def walk_images(bundle: Bundle) -> dict[str, list[Descriptor]]:
-    """For each image source: every descriptor its manifests reference, its top one first. A
-    manifest that is absent or damaged is not followed (verify reports it)."""
+    """For each image source: every descriptor its manifests reference, its top one first, then
+    what is attached to it (signatures, referrers; all an image a delta left out has here). Foreign
+    layers, which a bundle never holds, are not listed. A manifest that is absent or damaged is not
+    followed (verify reports it)."""
     tops = top_descriptors(bundle)
     out: dict[str, list[Descriptor]] = {}
-    for image in bundle.info.images:
-        top = tops.get(image.source)
-        if top is None:
+    for image in (*bundle.info.images, *bundle.info.unchanged):
+        top = tops.get(image.source) if image in bundle.info.images else None
+        roots = [top] if top is not None else []
+        roots += [a.descriptor for a in image.attached]
+        if not roots:
             continue
         seen: dict[str, Descriptor] = {}
-        todo = [top]
+        todo = list(roots)
         while todo:
             desc = todo.pop(0)
             if desc.digest in seen:
                 continue
             seen[desc.digest] = desc
-            if desc is top or desc.media_type in (*INDEX_TYPES, *IMAGE_TYPES):
+            if desc in roots or desc.media_type in (*INDEX_TYPES, *IMAGE_TYPES):
                 manifest = read_manifest(bundle, desc)
                 if manifest is not None:
-                    todo += manifest.children() if manifest.is_index else manifest.blobs()
+                    todo += manifest.children() if manifest.is_index else manifest.stored_blobs()
         out[image.source] = list(seen.values())
     return out

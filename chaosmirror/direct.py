@@ -9,7 +9,7 @@ which keeps its connections and retries each request, gets through). The report 
 from __future__ import annotations
 
 from chaosmirror.errors import ChaosmirrorError
-from chaosmirror.manifest import Manifest
+from chaosmirror.manifest import children_in
 from chaosmirror.plan import Action, Part
 from chaosmirror.ref import ImageRef
 from chaosmirror.registry import Registries
@@ -27,12 +27,6 @@ def copy_part(action: Action, part: Part, src: ImageRef, dst: ImageRef, registri
     top = written.get(part.digest)
     if top is None:
         raise ChaosmirrorError(f"the plan holds no manifest {part.digest} of {action.item.src}")
-    children: list[Manifest] = []
-    if top.is_index:
-        missing = [d.digest for d in top.children() if d.digest not in written]
-        if missing:
-            raise ChaosmirrorError(f"the plan holds no manifest {missing[0]} of {action.item.src}")
-        children = [written[d.digest] for d in top.children()]
-    for child in children:
+    for child in children_in(top, written, of=str(action.item.src)):
         dest.put_manifest(dst.with_digest(child.digest), child)
     return dest.put_manifest(dst, top)

@@ -10,9 +10,7 @@ survives an interruption, so running the same command again reuses what was down
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,27 +20,28 @@ from typing import Any
 
 from chaosmirror import bundle as fmt
 from chaosmirror import split
+from chaosmirror.cache import ManifestCache
+from chaosmirror.delta import UNPLACED, Base, hce_name, left_out, record
 from chaosmirror.engines import ArchiveWriter, Engine
-from chaosmirror.errors import BundleError, ChaosmirrorError, EngineError, Interrupted, RegistryError
+from chaosmirror.errors import ChaosmirrorError, EngineError, Interrupted, RegistryError
 from chaosmirror.layers import shared_layers
+from chaosmirror.layoutfiles import finish_archives, finish_oci, tree_size, write_blob
 from chaosmirror.lifecycle import Run
-from chaosmirror.manifest import Manifest, platform_children, references
-from chaosmirror.mirror import Event, Session, copy_with_retries, platforms_for
+from chaosmirror.manifest import DOCKER_LIST, Manifest, platform_children
+from chaosmirror.mirror import Event, Session, platforms_for
 from chaosmirror.plan import Item, Observed, Selection, choose, collect_items, parts_of
-from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef, Target
+from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef
 from chaosmirror.registry import Registries
 from chaosmirror.release import Release
 from chaosmirror.report import Entry, Report
 from chaosmirror.settings import Settings
+from chaosmirror.signatures import Attachment, Finder, subjects_for
+from chaosmirror.staging import Staging
 from chaosmirror.survey import survey
+from chaosmirror.tasks import copy_with_retries
 from chaosmirror.workfiles import OutputLock, remove_stale
 
-UNPLACED = Target("bundle.invalid")  # exports have no target; items still carry a destination value
 NO_DIGEST = "sha256:" + "0" * 64
-
-
-def hce_name(ref: ImageRef) -> str:
-    return f"{ref.name}:{ref.tag}"
 
 
 def export_release(
@@ -51,7 +50,7 @@ def export_release(
     output: Path,
     *,
     kind: str = fmt.OCI,
-    since: Release | None = None,
+    since: Base | None = None,
     split_size: int | None = None,
     allow_oversize: bool = False,
     on_phase: Callable[[str], None] = lambda m: None,
@@ -68,7 +67,7 @@ def export_release(
                        allow_oversize=allow_oversize, on_phase=on_phase, on_event=on_event)  # fmt: skip
 
 
-def _export(release: Release, settings: Settings, output: Path, *, kind: str, since: Release | None,
+def _export(release: Release, settings: Settings, output: Path, *, kind: str, since: Base | None,
             split_size: int | None, allow_oversize: bool, on_phase: Callable[[str], None],
             on_event: Callable[[Event], None]) -> Report:  # fmt: skip
     first = output.with_name(fmt.part_name(output.name, 1))
@@ -90,13 +89,21 @@ def _export(release: Release, settings: Settings, output: Path, *, kind: str, si
                                        "docker-archive, or --engine skopeo")  # fmt: skip
             settings = replace(settings, platforms=platforms_for(engine, settings))
             on_phase(f"reading {len(items)} images from the source")
-            observed = survey(items, registries, settings.platforms, jobs=settings.workers(), target=False)
-            unchanged = _unchanged(since, items, observed, registries, settings) if since else {}
-            job = _Export(settings, engine, registries, work, on_event)
+            cache = ManifestCache.from_env(settings.env)
+            observed = survey(items, registries, settings.platforms, jobs=settings.workers(), target=False, cache=cache,
+                              alone=not engine.exact, note=_noter(report, on_phase))  # fmt: skip
+            selections = _selections(observed, settings, alone=not engine.exact)
+            unchanged = {}
+            if since:
+                unchanged = left_out(since, items, observed, selections, registries, groups=settings.groups,
+                                     optional=settings.optional, mirrors=settings.source_mirrors)  # fmt: skip
+            job = _Export(settings, engine, registries, work, on_event, cache, _noter(report, on_phase))
             todo = [i for i in items if i not in unchanged]
             if split_size:
                 split.check_fits(_planned(release, todo, observed, settings), split_size, allow_oversize=allow_oversize)
             exported = job.oci(todo, observed, on_phase) if kind == fmt.OCI else job.archives(todo, observed)
+            if kind == fmt.OCI and settings.signatures and unchanged:  # what was signed since the base travels
+                unchanged = job.attach_unchanged(unchanged, selections, since is not None and since.from_bundle)
     except Interrupted:
         return _stopped(report, run, work, items)
     except (RegistryError, EngineError) as exc:
@@ -107,8 +114,10 @@ def _export(release: Release, settings: Settings, output: Path, *, kind: str, si
         return _stopped(report, run, work, items)
     base_note = f"unchanged since {since.name}" if since else ""
     report.entries = [entry for _, entry in exported] + [
-        Entry(str(i.src), hce_name(i.src), "skipped", d, i.uses, reason=base_note) for i, d in unchanged.items()
-    ]
+        Entry(str(i.src), hce_name(i.src), "skipped", r.digest, i.uses, platforms=r.platforms, reason=base_note,
+              source_digest=r.source_digest, attached=r.attached, attached_copied=len(r.attached))
+        for i, r in unchanged.items()
+    ]  # fmt: skip
     if report.count("failed"):
         full = any("no space left" in e.error for e in report.entries)
         why = f"out of disk space in {output.parent}" if full else f"{report.count('failed')} images failed"
@@ -118,20 +127,27 @@ def _export(release: Release, settings: Settings, output: Path, *, kind: str, si
     info = fmt.BundleInfo(
         kind, release.name, tuple(image for image, _ in exported), release.revision, fmt.now(),
         groups=settings.groups, platforms=tuple(map(str, settings.platforms)), since=since.name if since else "",
-        unchanged=tuple(fmt.BundleImage(str(i.src), hce_name(i.src), d, (), 0, i.uses, d)
-                        for i, d in unchanged.items()),
+        unchanged=tuple(unchanged.values()), base=since.label if since else "",
     )  # fmt: skip
     on_phase(f"writing {output}" + (f" in parts of at most {split_size} bytes" if split_size else ""))
     try:
         if kind == fmt.OCI:
-            _finish_oci(job.work, output, info, split_size=split_size, allow_oversize=allow_oversize,
-                        on_phase=on_phase)  # fmt: skip
+            finish_oci(job.work, output, info, split_size=split_size, allow_oversize=allow_oversize,
+                       on_phase=on_phase)  # fmt: skip
         else:
-            _finish_archives(job.work, output, info)
+            finish_archives(job.work, output, info)
     except Interrupted:
         return _stopped(report, run, work, items)
     report.finished = time.time()
     return report
+
+
+def _noter(report: Report, on_phase: Callable[[str], None]) -> Callable[[str], None]:
+    def note(message: str) -> None:
+        report.notes.append(message)
+        on_phase(message)
+
+    return note
 
 
 def _stopped(report: Report, run: Run, work: Path, items: list[Item]) -> Report:
@@ -167,30 +183,24 @@ def _planned(release: Release, items: list[Item], observed: dict[Item, Observed]
     return split.Layout(release.name, blobs, {n: tuple(dict.fromkeys(u)) for n, u in users.items()}, {})
 
 
-def _unchanged(
-    since: Release, items: list[Item], observed: dict[Item, Observed], registries: Registries, settings: Settings
-) -> dict[Item, str]:
-    """Items whose HCE name:tag the base release also lists, with the same source digest."""
-    old = collect_items(since.images(settings.groups, optional=settings.optional), UNPLACED, settings.source_mirrors)
-    base = {hce_name(i.src): i for i in old}
-    out: dict[Item, str] = {}
-    for item in items:
-        seen, before = observed[item], base.get(hce_name(item.src))
-        if before is None or seen.top is None:
-            continue
-        assert isinstance(before.pull, ImageRef)
-        if registries.for_ref(before.pull, "src").digest(before.pull) == seen.top.digest:
-            out[item] = seen.top.digest
-    return out
-
-
-def _selection(seen: Observed, settings: Settings) -> Selection:
+def _selection(seen: Observed, settings: Settings, *, alone: bool = False) -> Selection:
     if seen.error or seen.top is None:
         raise ChaosmirrorError(seen.error or "source not read")
-    selection = choose(seen.top, settings.platforms, seen.platform)
+    selection = choose(seen.top, settings.platforms, seen.platform, alone=alone)
     if selection.error:
         raise ChaosmirrorError(f"the image {selection.error}")
     return selection
+
+
+def _selections(observed: dict[Item, Observed], settings: Settings, *, alone: bool) -> dict[Item, Selection]:
+    """What an export writes of each image that can be exported."""
+    out = {}
+    for item, seen in observed.items():
+        try:
+            out[item] = _selection(seen, settings, alone=alone)
+        except ChaosmirrorError:
+            continue  # reported when the image itself is exported
+    return out
 
 
 @dataclass
@@ -200,6 +210,8 @@ class _Export:
     registries: Registries
     work: Path
     on_event: Callable[[Event], None]
+    cache: ManifestCache
+    on_phase: Callable[[str], None] = lambda message: None
 
     def _each(self, items: list[Item],
               one: Callable[[Item], tuple[fmt.BundleImage, str]]) -> list[tuple[fmt.BundleImage, Entry]]:  # fmt: skip
@@ -211,7 +223,9 @@ class _Export:
             try:
                 image, note = one(item)
                 entry = Entry(image.source, image.name, "copied", image.digest, item.uses, str(item.pull),
-                              image.platforms, image.size, time.monotonic() - started, note=note)  # fmt: skip
+                              image.platforms, image.size, time.monotonic() - started, note=note,
+                              source_digest=image.source_digest, attached=image.attached,
+                              attached_copied=len(image.attached))  # fmt: skip
             except Interrupted as exc:
                 image = fmt.BundleImage(str(item.src), hce_name(item.src), NO_DIGEST, (), 0, item.uses)
                 entry = Entry(str(item.src), hce_name(item.src), "interrupted", uses=item.uses,
@@ -255,29 +269,88 @@ class _Export:
     def _one_oci(self, item: Item, seen: Observed, number: int) -> tuple[fmt.BundleImage, str]:
         selection = _selection(seen, self.settings)
         assert isinstance(item.pull, ImageRef) and seen.top is not None
+        written = {m.digest: m for m in [seen.top, *seen.children.values()]}
+        if selection.index is not None:
+            written[selection.index.digest] = selection.index
+        if written[selection.digest].media_type == DOCKER_LIST:
+            # skopeo 1.9.3 cannot write a Docker manifest list into an OCI layout without converting it
+            # (a new digest): "Manifest list must be converted to type ..." even with --preserve-digests
+            for manifest in written.values():
+                write_blob(self.blobs, manifest.data)
+            note = "a Docker manifest list: chaosmirror's client wrote its manifests (skopeo would convert it)"
+        else:
+            note = self._engine_writes(item, seen, selection, written, number)
+        size = tree_size(self.blobs, selection.digest)
+        attached = self._attach(item, subjects_for(selection, seen.top.digest))
+        return replace(record(item, seen, selection), size=size, attached=attached), note
+
+    def _engine_writes(self, item: Item, seen: Observed, selection: Selection, written: dict[str, Manifest],
+                       number: int) -> str:  # fmt: skip
+        """The engine writes the image's manifests into the layout, reading them from a staged folder
+        (every blob is here already); if that fails, from the source; if that keeps failing, the
+        client writes them. Returns a note when it was not the engine."""
+        assert isinstance(item.pull, ImageRef) and seen.top is not None
         scratch = self.work / "layouts" / str(number)  # one index.json per image; blobs are shared
         scratch.mkdir(parents=True, exist_ok=True)
-        note = ""
+        staging = Staging(self._config)
+        if selection.index is None or selection.digest == seen.top.digest:
+            parts = [(written[selection.digest], LayoutRef(scratch, str(item.src), self.blobs))]
+        else:  # a subset of platforms: each platform, then the filtered index, written here
+            parts = [(written[p.digest], LayoutRef(scratch / p.digest[7:19], "part", self.blobs))
+                     for p in selection.parts]  # fmt: skip
         try:
-            if selection.index is None or selection.digest == seen.top.digest:
-                copy_with_retries(self.engine, item.pull.with_digest(selection.digest),
-                                  LayoutRef(scratch, str(item.src), self.blobs), self.registries)  # fmt: skip
-            else:  # a subset of platforms: each platform, then the filtered index, written here
-                for part in selection.parts:
-                    copy_with_retries(self.engine, item.pull.with_digest(part.digest),
-                                      LayoutRef(scratch / part.digest[7:19], "part", self.blobs),
-                                      self.registries)  # fmt: skip
-                _write_blob(self.blobs, selection.index.data)
+            for top, layout in parts:
+                try:
+                    staged = staging.stage(top, written, item.pull)
+                    copy_with_retries(self.engine, staged, layout, self.registries)
+                except (EngineError, ChaosmirrorError, OSError):
+                    copy_with_retries(self.engine, item.pull.with_digest(top.digest), layout, self.registries)
+            if selection.index is not None:
+                write_blob(self.blobs, selection.index.data)
         except EngineError as exc:
             if not exc.transient:
                 raise
             # the blobs are here already (downloaded by the client); the manifests are known from the survey
-            for manifest in [*seen.children.values(), seen.top, *([selection.index] if selection.index else [])]:
-                _write_blob(self.blobs, manifest.data)
-            note = f"{self.engine.name} kept failing ({exc}); chaosmirror's client wrote the manifests"
-        size = _tree_size(self.blobs, selection.digest)
-        return fmt.BundleImage(str(item.src), hce_name(item.src), selection.digest, selection.platforms, size,
-                               item.uses, seen.top.digest), note  # fmt: skip
+            for manifest in written.values():
+                write_blob(self.blobs, manifest.data)
+            return f"{self.engine.name} kept failing ({exc}); chaosmirror's client wrote the manifests"
+        finally:
+            staging.close()
+        return ""
+
+    def _config(self, source: ImageRef, digest: str, size: int) -> bytes:
+        path = LayoutRef(self.blobs.parent, "", self.blobs).blob_path(digest)
+        if path.exists():
+            return path.read_bytes()
+        return self.cache.blob(self.registries.for_ref(source, "src"), source, digest, size)
+
+    def _attach(self, item: Item, subjects: list[str]) -> tuple[Attachment, ...]:
+        """Signatures, attestations, SBOMs and referrers of `subjects`, written into the layout."""
+        if not self.settings.signatures:
+            return ()
+        assert isinstance(item.pull, ImageRef)
+        found = Finder(self.registries, self.cache).find(item.pull, subjects)
+        for one in found:
+            assert one.manifest is not None
+            for blob in one.manifest.stored_blobs():
+                self._download(item.pull, blob.digest)
+                if not LayoutRef(self.blobs.parent, "", self.blobs).blob_path(blob.digest).exists():
+                    what = f"{one.attachment.kind} {one.attachment.digest}"
+                    raise ChaosmirrorError(f"cannot read {blob.digest} of the {what} attached to it")
+            write_blob(self.blobs, one.manifest.data)
+        return tuple(one.attachment for one in found)
+
+    def attach_unchanged(self, unchanged: dict[Item, fmt.BundleImage], selections: dict[Item, Selection],
+                         recorded: bool) -> dict[Item, fmt.BundleImage]:  # fmt: skip
+        """A delta leaves an unchanged image out, but carries what is attached to it and not in the
+        base (all of it when the base is only a release name: a signature may have come since)."""
+        out = {}
+        for item, old in unchanged.items():
+            selection = selections[item]
+            attached = self._attach(item, subjects_for(selection, old.source_digest))
+            known = {a.digest for a in old.attached} if recorded else set()
+            out[item] = replace(old, attached=tuple(a for a in attached if a.digest not in known))
+        return out
 
     def _holders(self, items: list[Item], observed: dict[Item, Observed]) -> list[tuple[ImageRef, ImageRef, Any]]:
         """(source, place, layers) of each image that will be exported, for `layers.shared_layers`."""
@@ -325,6 +398,10 @@ class _Export:
         with an engine that saves several images at once (Docker), one tarball holding them all, in
         which layers shared between images are stored once."""
         self.work.mkdir(parents=True, exist_ok=True)
+        if self.settings.signatures:
+            self.on_phase("note: a docker-archive bundle holds no signatures, attestations, SBOMs or referrers (an "
+                          "image loaded from it is pushed with a new digest nobody signed): use the OCI format "
+                          "to carry them")  # fmt: skip
         if isinstance(self.engine, ArchiveWriter):
             return self._archive_together(self.engine, items, observed)
         return self._each(items, lambda item: (self._one_archive(item, observed[item]), ""))
@@ -337,11 +414,13 @@ class _Export:
 
         def pull(item: Item) -> fmt.BundleImage:
             seen = observed[item]
-            selection = _selection(seen, self.settings)
+            selection = _selection(seen, self.settings, alone=not self.engine.exact)
             assert isinstance(item.pull, ImageRef) and seen.top is not None
+            refused = self.engine.refuses([seen.children.get(p.digest, seen.top) for p in selection.parts])
+            if refused:
+                raise EngineError(refused)
             pulled[item] = writer.prepare(item.pull.with_digest(selection.parts[0].digest))
-            return fmt.BundleImage(str(item.src), hce_name(item.src), selection.digest, selection.platforms, 0,
-                                   item.uses, seen.top.digest, ((platform, name),))  # fmt: skip
+            return replace(record(item, seen, selection), archives=((platform, name),))
 
         done = self._each(items, lambda item: (pull(item), ""))
         ok = [item for item in items if item in pulled]
@@ -364,8 +443,7 @@ class _Export:
                 partial.replace(self.work / name)
             archives.append((platform, name))
         size = sum((self.work / n).stat().st_size for _, n in archives)
-        return fmt.BundleImage(str(item.src), hce_name(item.src), selection.digest, selection.platforms, size,
-                               item.uses, seen.top.digest, tuple(archives))  # fmt: skip
+        return replace(record(item, seen, selection), size=size, archives=tuple(archives))
 
 
 def _platform_parts(selection: Selection, top: Manifest) -> list[tuple[str, str]]:
@@ -374,79 +452,3 @@ def _platform_parts(selection: Selection, top: Manifest) -> list[tuple[str, str]
         return [(top.digest, selection.platforms[0] if selection.platforms else "")]
     by_digest = {d.digest: str(d.platform) for d in platform_children(top)}
     return [(p.digest, by_digest[p.digest]) for p in selection.parts if p.digest in by_digest]
-
-
-def _write_blob(blobs: Path, data: bytes) -> None:
-    LayoutRef(blobs.parent, "", blobs).blob_path("sha256:" + hashlib.sha256(data).hexdigest()).write_bytes(data)
-
-
-def _read_small(layout: LayoutRef) -> Callable[[str], bytes | None]:
-    """Reads a blob of `layout` if it is small enough to be a manifest; None if absent or large."""
-
-    def read(digest: str) -> bytes | None:
-        path = layout.blob_path(digest)
-        return path.read_bytes() if path.exists() and path.stat().st_size <= fmt.SMALL else None
-
-    return read
-
-
-def _tree_size(blobs: Path, top: str) -> int:
-    """Bytes of `top` and every blob it references, counting each once."""
-    layout = LayoutRef(blobs.parent, "", blobs)
-    total = 0
-    for digest in references(top, _read_small(layout)):
-        path = layout.blob_path(digest)
-        if not path.exists():
-            raise ChaosmirrorError(f"the export lacks blob {digest}")
-        total += path.stat().st_size
-    return total
-
-
-def _finish_oci(work: Path, output: Path, info: fmt.BundleInfo, *, split_size: int | None, allow_oversize: bool,
-                on_phase: Callable[[str], None]) -> None:  # fmt: skip
-    root = work / "bundle"
-    read = _read_small(LayoutRef(root, ""))
-    keep = sorted({fmt.blob_name(d) for image in info.images for d in references(image.digest, read)})
-    for path in (root / "blobs" / "sha256").iterdir():
-        if f"blobs/sha256/{path.name}" not in keep:
-            path.unlink()  # left over from an earlier, different export into the same work folder
-    entries = [{"mediaType": Manifest.from_bytes((root / fmt.blob_name(i.digest)).read_bytes()).media_type,
-                "digest": i.digest, "size": (root / fmt.blob_name(i.digest)).stat().st_size,
-                "annotations": {fmt.REF_NAME: i.source, fmt.HCE_NAME: i.name}} for i in info.images]  # fmt: skip
-    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}
-    (root / fmt.INDEX).write_text(json.dumps(index, indent=2) + "\n")
-    (root / fmt.LAYOUT).write_text(json.dumps({"imageLayoutVersion": "1.0.0"}) + "\n")
-    (root / fmt.INFO).write_bytes(info.to_json())
-    hashes = {name: fmt.sha256_file(root / name) for name in [fmt.INFO, fmt.LAYOUT, fmt.INDEX, *keep]}
-    for name in keep:
-        if hashes[name] != name.rsplit("/", 1)[1]:
-            (root / name).unlink()
-            raise BundleError(f"{root / name} was damaged on disk and is removed; run the same command again")
-    if split_size:
-        users: dict[str, list[str]] = {}
-        for image in info.images:
-            for digest in references(image.digest, read):
-                users.setdefault(fmt.blob_name(digest), []).append(image.source)
-        layout = split.Layout(info.release, {n: (root / n).stat().st_size for n in keep},
-                              {n: tuple(dict.fromkeys(u)) for n, u in users.items()},
-                              {n: (root / n).stat().st_size for n in (fmt.LAYOUT, fmt.INDEX)})  # fmt: skip
-        del hashes[fmt.INFO]
-        split.write_parts(root, output, info, layout, hashes, split_size=split_size, allow_oversize=allow_oversize,
-                          on_phase=on_phase)  # fmt: skip
-    else:
-        (root / fmt.SUMS).write_text("".join(f"{digest}  {name}\n" for name, digest in hashes.items()))
-        fmt.write_tar(output, root, [fmt.INFO, fmt.SUMS, fmt.LAYOUT, fmt.INDEX, "blobs", "blobs/sha256", *keep])
-    shutil.rmtree(work, ignore_errors=True)
-
-
-def _finish_archives(work: Path, output: Path, info: fmt.BundleInfo) -> None:
-    files = sorted(name for image in info.images for _, name in image.archives)
-    for path in work.iterdir():
-        if path.name not in files:
-            path.unlink()
-    (work / fmt.INFO).write_bytes(info.to_json())
-    (work / fmt.SUMS).write_text(fmt.sums_text(work, [fmt.INFO, *files]))
-    try:
-        work.rename(output)  # the folder appears under its final name only when complete
-    except OSError as exc:
-        raise BundleError(f"cannot move {work} to {output}: {exc.strerror or exc}") from None

@@ -10,6 +10,7 @@ must already be in the target: the report says so if not.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import urllib.parse
@@ -21,19 +22,24 @@ from pathlib import Path
 from chaosmirror import bundle as fmt
 from chaosmirror.bundlecheck import Verified, verify, verify_part
 from chaosmirror.bundleset import Bundle, locate
+from chaosmirror.delta import held_by
 from chaosmirror.engines import Engine
 from chaosmirror.errors import BundleError, ChaosmirrorError, EngineError, Interrupted, RegistryError
 from chaosmirror.layoutpush import LayoutPush
 from chaosmirror.lifecycle import Run
-from chaosmirror.mirror import Event, Session, copy_with_retries
+from chaosmirror.mirror import Event, Session
 from chaosmirror.ref import ArchiveRef, ImageRef, Target
 from chaosmirror.registry import Registries, Registry
 from chaosmirror.release import Group, Image, Release, Source
 from chaosmirror.report import Entry, Report
 from chaosmirror.settings import Settings
+from chaosmirror.signatures import Attachment
 from chaosmirror.survey import check_target, target_configs
 from chaosmirror.tarindex import index_tar, read_member
+from chaosmirror.tasks import copy_with_retries
 from chaosmirror.workfiles import remove_stale
+
+Attach = Callable[[Entry, ImageRef, tuple[Attachment, ...]], Entry]  # what a delta carries, put next to an image
 
 
 @dataclass(frozen=True)
@@ -131,10 +137,12 @@ def _push_layout(bundle: Bundle, settings: Settings, targets: tuple[Target, ...]
     try:
         for host in dict.fromkeys(t.host for t in targets):
             check_target(registries, host)  # every target answers and takes our credentials, before any push
-        push = LayoutPush(bundle, targets, registries, jobs=settings.workers(), on_event=on_event, on_phase=on_phase)
+        push = LayoutPush(bundle, targets, registries, jobs=settings.workers(), on_event=on_event, on_phase=on_phase,
+                          signatures=settings.signatures)  # fmt: skip
         entries = push.run()
-        for target in targets:
-            entries += _Import(settings, target, None, registries, on_event).unchanged(bundle.info)
+        for number, target in enumerate(targets):
+            attach = functools.partial(push.attach, number)
+            entries += _Import(settings, target, None, registries, on_event).unchanged(bundle.info, attach)
         return entries
     finally:
         unhook()
@@ -215,27 +223,26 @@ class _Import:
         self.on_event(Event("done", None, entry))
         return entry
 
-    def unchanged(self, info: fmt.BundleInfo) -> list[Entry]:
-        """A delta leaves out images unchanged since its base: the target must already hold them."""
+    def unchanged(self, info: fmt.BundleInfo, attach: Attach | None = None) -> list[Entry]:
+        """A delta leaves out images unchanged since its base: the target must already hold them, as
+        the base recorded them (its digest, or after a docker-archive base, its image config). What
+        the delta carries for them (signatures made since) is put next to them (`attach`)."""
         out = []
         for image in info.unchanged:
             dst = self.target.place(ImageRef.parse(image.source))
             held = self.dest.digest(dst)
-            if held == image.digest:
-                out.append(
-                    Entry(
-                        image.source,
-                        str(dst),
-                        "skipped",
-                        held,
-                        image.uses,
-                        reason=f"unchanged since {info.since}: imported with the {info.since} bundle",
-                    )
-                )
-            else:
-                out.append(Entry(image.source, str(dst), "failed", image.digest, image.uses,
-                                 error=f"missing from the target: this delta bundle leaves it out (unchanged since "
-                                       f"{info.since}), so import the {info.since} bundle first"))  # fmt: skip
+            configs = target_configs(self.registries, dst) if held and held != image.digest else frozenset()
+            why = held_by(image, held, configs)
+            base = Entry(image.source, str(dst), "failed", image.digest, image.uses, platforms=image.platforms,
+                         source_digest=image.source_digest)  # fmt: skip
+            if not why:
+                why = f"unchanged since {info.since}), so import the {info.since} bundle first"
+                out.append(replace(base, error=f"missing from the target: this delta bundle leaves it out ({why}"))
+                continue
+            entry = replace(base, status="skipped", digest=held or "",
+                            reason=f"unchanged since {info.since}: the target holds {why}")  # fmt: skip
+            exact = held == image.digest  # signatures of the source digests apply only to the same digests
+            out.append(attach(entry, dst, image.attached) if attach and exact else entry)
         return out
 
 

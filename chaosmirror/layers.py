@@ -11,6 +11,7 @@ Seeding is an optimisation: a layer that fails to seed is left to the engines to
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -76,9 +77,11 @@ class Seeder:
     and `on_bytes(n)` as the bytes go."""
 
     def __init__(self, registries: Registries, *, jobs: int, on_done: Callable[[str, bool], None],
+                 local: Callable[[SharedLayer], bytes | None] | None = None,
                  on_bytes: Callable[[int], None] | None = None) -> None:  # fmt: skip
         self.registries = registries
         self.on_done = on_done
+        self.local = local  # the bytes of a blob already read (an image config, in the cache), else None
         self.on_bytes = on_bytes
         self._uploads = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="seed")
         self._mounts = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="mount")
@@ -102,7 +105,11 @@ class Seeder:
         try:
             if target.has_blob(layer.home, layer.digest):
                 return True
-            target.upload_blob(layer.home, layer.digest, layer.size, lambda: self._open(layer.source, layer.digest))
+            data = self.local(layer) if self.local else None
+            if data is not None:
+                target.upload_blob(layer.home, layer.digest, layer.size, lambda: io.BytesIO(data))
+            else:
+                target.upload_blob(layer.home, layer.digest, layer.size, lambda: self._open(layer.source, layer.digest))
             return True
         except ChaosmirrorError:
             return False

@@ -6,7 +6,9 @@ needs it); it is sent only where that home lacks it (a HEAD, so an interrupted i
 blob level), read once from its member and streamed to all those targets at once (`fanout`), each
 upload committed only if the bytes hashed to the digest (`Registry.upload_blob_checked`), then
 mounted into the other repositories that need it. Then each image's manifests go, children first
-and the index last, byte for byte, so the target holds exactly the bundle's digests.
+and the index last, byte for byte, so the target holds exactly the bundle's digests; a manifest
+with foreign layers first, alone and unretried (`foreign`). Last, what the bundle carries next to
+each image (signatures, attestations, SBOMs, referrers: `signatures`) goes next to it, byte for byte.
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ from dataclasses import dataclass, field, replace
 from typing import BinaryIO, cast
 
 from chaosmirror import bundle as fmt
+from chaosmirror import foreign
 from chaosmirror.bundleset import Bundle, read_manifest, top_descriptors
 from chaosmirror.errors import BundleError, ChaosmirrorError, Interrupted
 from chaosmirror.fanout import Fanout
-from chaosmirror.manifest import Manifest, Platform
+from chaosmirror.manifest import Descriptor, Manifest, Platform
 from chaosmirror.mirror import Event, entry_for, twin_entry
 from chaosmirror.plan import Action, Item, Observed, Plan, build_plan
 from chaosmirror.ref import ImageRef, LayoutRef, Target
 from chaosmirror.registry import Registries, Registry
 from chaosmirror.report import Entry, Status, human_size
+from chaosmirror.signatures import Attachment, Found, Placer, SendBlob
 from chaosmirror.tarindex import CHUNK, MemberReader
 
 
@@ -52,7 +56,8 @@ class _Image:
 
 class LayoutPush:
     def __init__(self, bundle: Bundle, targets: tuple[Target, ...], registries: Registries, *, jobs: int,
-                 on_event: Callable[[Event], None], on_phase: Callable[[str], None]) -> None:  # fmt: skip
+                 on_event: Callable[[Event], None], on_phase: Callable[[str], None],
+                 signatures: bool = True) -> None:  # fmt: skip
         self.bundle = bundle
         self.targets = targets
         self.registries = registries
@@ -61,6 +66,8 @@ class LayoutPush:
         self.on_phase = on_phase
         self.started = time.monotonic()
         self._streams: ThreadPoolExecutor | None = None
+        self.placer = Placer(registries)
+        self.signatures = signatures  # put what the bundle carries next to each image
 
     def dest(self, number: int) -> Registry:
         return self.registries.get(self.targets[number].host, "dest")
@@ -240,13 +247,65 @@ class LayoutPush:
             status: Status = "skipped" if action.kind == "skip" else "failed"
             entry = entry_for(action, status, error=action.reason if status == "failed" else "")
         entry = replace(entry, pulled_from=self.bundle.named)
+        if entry.status in ("copied", "skipped") and action.twin is None and self.signatures:
+            entry = self.attach(number, entry, action.item.dst, self._attached(action.item.src))
         self.on_event(Event("done", action, entry))
         return entry
+
+    # --- what is attached to the images -------------------------------------------------------------
+
+    def _attached(self, src: ImageRef) -> tuple[Attachment, ...]:
+        for image in (*self.bundle.info.images, *self.bundle.info.unchanged):
+            if image.source == str(src):
+                return image.attached
+        return ()
+
+    def attach(self, number: int, entry: Entry, dst: ImageRef, attached: tuple[Attachment, ...]) -> Entry:
+        """Put what the bundle carries next to an image (signatures, SBOMs, referrers) next to it in
+        target `number`; an image whose signatures cannot be put fails (a verifier would refuse it)."""
+        if not attached or not self.signatures:
+            return entry
+        found = []
+        for attachment in attached:
+            manifest = read_manifest(self.bundle, attachment.descriptor)
+            if manifest is None:
+                return replace(entry, status="failed", error=f"the bundle's {attachment.kind} {attachment.digest} "
+                               "of it cannot be read")  # fmt: skip
+            found.append(Found(attachment, manifest))
+        try:
+            placed = self.placer.place(found, dst, self._sender())
+        except Interrupted as exc:
+            return replace(entry, status="interrupted", error=str(exc))
+        except ChaosmirrorError as exc:
+            return replace(entry, status="failed", error=f"the image is in the target, but what is attached to it "
+                           f"(signatures, SBOMs, referrers) could not be put: {exc}")  # fmt: skip
+        note = "; ".join(n for n in (entry.note, *placed.notes) if n)
+        return replace(entry, attached=placed.attachments, attached_copied=placed.copied, note=note)
+
+    def _sender(self) -> SendBlob:
+        """Sends a blob of an attached artifact from its tar member, checked as every upload is."""
+
+        def send(dest: Registry, repo: ImageRef, blob: Descriptor) -> None:
+            if dest.has_blob(repo, blob.digest):
+                return
+            found = self.bundle.files.get(fmt.blob_name(blob.digest))
+            if found is None:
+                raise BundleError(f"{self.bundle.named} lacks blob {blob.digest}")
+            part, member = found
+
+            def fresh() -> tuple[BinaryIO, Callable[[], str]]:
+                reader = MemberReader(part.path, member)
+                return cast(BinaryIO, reader), functools.partial(reader.problem, blob.digest)
+
+            dest.upload_blob_checked(repo, blob.digest, blob.size, fresh)
+
+        return send
 
     def _manifests(self, number: int, action: Action, image: _Image) -> Entry:
         dest, dst = self.dest(number), action.item.dst
         assert action.selection is not None
         try:
+            foreign.put_first(dest, dst, [*image.children.values(), image.top])
             for desc in action.selection.parts if image.top.is_index else ():
                 ref = dst.with_digest(desc.digest)
                 if dest.digest(ref, push=True) != desc.digest:

@@ -1,14 +1,17 @@
 """Image manifests and indexes (OCI and Docker v2), platforms, and index filtering. Pure code.
 
 A `Manifest` is the exact bytes a registry served plus their digest; nothing here re-serialises
-a manifest except `filter_index`, which builds a new index for a subset of platforms.
+a manifest except `filter_index`, which builds a new index for a subset of platforms. The shapes
+registries serve are described in docs/image-shapes.md: BuildKit attestation manifests inside an
+index (`attestations`), foreign layers a registry does not store (`Descriptor.foreign`), OCI 1.1
+artifacts with a `subject` (`Manifest.subject`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -23,6 +26,7 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 IMAGE_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ACCEPT = ", ".join((*INDEX_TYPES, *IMAGE_TYPES))
+ATTESTATION = "attestation-manifest"  # BuildKit's vnd.docker.reference.type for an attestation manifest
 
 
 def sha256_digest(data: bytes) -> str:
@@ -66,6 +70,8 @@ class Descriptor:
     size: int
     platform: Platform | None = None
     annotations: tuple[tuple[str, str], ...] = ()
+    urls: tuple[str, ...] = ()
+    artifact_type: str = ""
 
     @classmethod
     def from_json(cls, doc: Any, where: str) -> Descriptor:
@@ -73,9 +79,25 @@ class Descriptor:
             digest = check_digest(str(doc["digest"]))
             plat = Platform.from_json(doc["platform"]) if isinstance(doc.get("platform"), dict) else None
             notes = tuple(sorted((str(k), str(v)) for k, v in (doc.get("annotations") or {}).items()))
-            return cls(str(doc.get("mediaType", "")), digest, int(doc["size"]), plat, notes)
+            urls = tuple(str(u) for u in doc.get("urls") or ())
+            return cls(str(doc.get("mediaType", "")), digest, int(doc["size"]), plat, notes, urls,
+                       str(doc.get("artifactType", "")))  # fmt: skip
         except (KeyError, TypeError, ValueError, RefError) as exc:
             raise ChaosmirrorError(f"{where}: a descriptor in the manifest is malformed ({exc})") from None
+
+    @property
+    def foreign(self) -> bool:
+        """A layer clients download from its `urls` (Windows base layers): registries need not
+        store it, skopeo never copies it, and a copy keeps the reference as it is."""
+        return bool(self.urls)
+
+    @property
+    def attestation_of(self) -> str:
+        """The digest of the image a BuildKit attestation manifest describes, or ""."""
+        notes = dict(self.annotations)
+        if notes.get("vnd.docker.reference.type") != ATTESTATION:
+            return ""
+        return notes.get("vnd.docker.reference.digest", "")
 
 
 @dataclass(frozen=True)
@@ -122,6 +144,19 @@ class Manifest:
             return []
         return [self.config(), *(Descriptor.from_json(d, self.digest) for d in self.doc.get("layers", []))]
 
+    def stored_blobs(self) -> list[Descriptor]:
+        """The blobs a registry holds for this manifest: its config and layers, less foreign layers."""
+        return [d for d in self.blobs() if not d.foreign]
+
+    def foreign_layers(self) -> list[Descriptor]:
+        return [d for d in self.blobs() if d.foreign]
+
+    @property
+    def subject(self) -> str:
+        """The digest an OCI 1.1 artifact (a referrer) is about, or ""."""
+        subject = self.doc.get("subject")
+        return str(subject.get("digest", "")) if isinstance(subject, dict) else ""
+
 
 def as_manifest(data: bytes) -> Manifest | None:
     """`data` as a manifest or index when it is one (a blob may be a layer or a config), else None."""
@@ -148,21 +183,36 @@ def references(top: str, read: Callable[[str], bytes | None]) -> list[str]:
         data = read(digest)
         manifest = as_manifest(data) if data is not None else None
         if manifest is not None:
-            todo += [d.digest for d in manifest.children()] + [d.digest for d in manifest.blobs()]
+            todo += [d.digest for d in manifest.children()] + [d.digest for d in manifest.stored_blobs()]
     return list(out)
+
+
+def children_in(top: Manifest, written: Mapping[str, Manifest], *, of: str = "") -> list[Manifest]:
+    """The child manifests of `top` (none for an image manifest), each from `written` by digest;
+    ChaosmirrorError naming the first that is not there."""
+    if not top.is_index:
+        return []
+    missing = [d.digest for d in top.children() if d.digest not in written]
+    if missing:
+        raise ChaosmirrorError(f"the plan holds no manifest {missing[0]}{f' of {of}' if of else ''}")
+    return [written[d.digest] for d in top.children()]
 
 
 def platform_children(index: Manifest) -> list[Descriptor]:
     """An index's runnable images: entries with a real platform (not buildx attestations)."""
-    return [d for d in index.children() if d.platform and d.platform.os != "unknown"]
+    return [d for d in index.children() if d.platform and d.platform.os != "unknown" and not d.attestation_of]
+
+
+def attestations(index: Manifest) -> list[Descriptor]:
+    """An index's BuildKit attestation manifests (provenance, SBOM), each naming the image it describes."""
+    return [d for d in index.children() if d.attestation_of]
 
 
 def select(index: Manifest, wanted: tuple[Platform, ...]) -> list[Descriptor]:
     """Entries of `index` for the wanted platforms, plus attestations that describe a kept entry."""
     kept = [d for d in platform_children(index) if any(w.matches(d.platform) for w in wanted if d.platform)]
     kept_digests = {d.digest for d in kept}
-    attached = [d for d in index.children() if dict(d.annotations).get("vnd.docker.reference.digest") in kept_digests]
-    return kept + attached
+    return kept + [d for d in attestations(index) if d.attestation_of in kept_digests]
 
 
 def filter_index(index: Manifest, keep: list[Descriptor]) -> Manifest:

@@ -16,51 +16,38 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from chaosmirror import direct
-from chaosmirror.engines import Engine, make_engine
+from chaosmirror import signatures
+from chaosmirror.cache import ManifestCache
+from chaosmirror.engines import Engine
+from chaosmirror.engines.repush import docker_left_out, same_config
 from chaosmirror.errors import ChaosmirrorError, EngineError, Interrupted, RegistryError
-from chaosmirror.layers import Seeder, shared_layers
+from chaosmirror.layers import Seeder, SharedLayer, shared_layers
 from chaosmirror.lifecycle import Run
 from chaosmirror.manifest import Platform, platform_children
-from chaosmirror.plan import Action, Item, Observed, Part, Plan, build_plan, collect_items
-from chaosmirror.ref import ImageRef, LayoutRef, Location
+from chaosmirror.plan import Action, Item, Observed, Plan, build_plan, collect_items
+from chaosmirror.ref import ImageRef
 from chaosmirror.registry import Registries
 from chaosmirror.release import Release
 from chaosmirror.report import Entry, Report, Status
+from chaosmirror.session import NoCopies, Session
 from chaosmirror.settings import Settings
+from chaosmirror.staging import Staging
 from chaosmirror.survey import check_target, survey
+from chaosmirror.tasks import Task, copy_task, copy_with_retries, tasks_for
+
+__all__ = [
+    "Event",
+    "NoCopies",
+    "Session",
+    "Task",
+    "copy_with_retries",
+    "entry_for",
+    "mirror_release",
+    "run",
+    "tasks_for",
+]
 
 FAR_SECONDS = 0.015  # a target whose round trip takes longer than this is "far"
-
-
-@dataclass(frozen=True)
-class Task:
-    """One engine copy: `part` (a manifest and its blobs) from `src` to `dst`."""
-
-    action: Action
-    part: Part
-    src: ImageRef | LayoutRef
-    dst: ImageRef
-
-
-def tasks_for(action: Action, *, split: bool) -> list[Task]:
-    """The engine copies that make up `action`, and whether an index must be put after them.
-
-    An unfiltered index is one engine copy (`--all`) unless `split`, when its platforms go as
-    separate copies that run in parallel, which pays off when each copy waits on round trips to a
-    far registry. A filtered index is always split: only the chosen platforms go."""
-    item, selection = action.item, action.selection
-    assert selection is not None
-    if selection.index is None:
-        return [Task(action, action.parts[0], item.pull.with_digest(action.parts[0].digest), item.dst)]
-    if not split and selection.digest == action.source_digest:
-        layers = tuple(sorted({d: n for part in action.parts for d, n in part.layers}.items()))
-        whole = Part(action.source_digest, layers, action.size)
-        return [Task(action, whole, item.pull.with_digest(action.source_digest), item.dst)]
-    return [
-        Task(action, part, item.pull.with_digest(part.digest), item.dst.with_digest(part.digest))
-        for part in action.parts
-    ]
 
 
 class _Gate:
@@ -118,6 +105,7 @@ def entry_for(action: Action, status: Status, *, seconds: float = 0.0, error: st
         action.reason if status not in ("failed", "interrupted") else "",
         error,
         action.source_digest,
+        left_out=action.selection.left_out if action.selection else (),
     )
 
 
@@ -149,7 +137,7 @@ def finish(action: Action, progress: _Progress, registries: Registries, *, exact
     assert action.selection is not None
     dest = registries.for_ref(action.item.dst, "dest")
     try:
-        if progress.puts_index and action.selection.index is not None:
+        if exact and progress.puts_index and action.selection.index is not None:  # never an index of parts not put
             dest.put_manifest(action.item.dst, action.selection.index)
         expected = action.digest if exact else progress.held
         held = dest.digest(action.item.dst)
@@ -163,58 +151,6 @@ def finish(action: Action, progress: _Progress, registries: Registries, *, exact
         return entry_for(action, "failed", seconds=seconds(), error=str(exc))
     entry = replace(entry_for(action, "copied", seconds=seconds()), note="; ".join(dict.fromkeys(progress.notes)))
     return entry if exact else replace(entry, digest=progress.held)
-
-
-def copy_with_retries(engine: Engine, src: Location, dst: Location, registries: Registries) -> str:
-    """One engine copy, under the hosts' limiters; a transient failure (a 5xx, a 429, a dropped
-    connection, an outage) is retried with the transport's backoff. skopeo then skips the blobs
-    that already landed, so a retry resumes where the last attempt broke off."""
-    run, policy = registries.run, registries.policy
-    hosts = [where.registry for where in (src, dst) if isinstance(where, ImageRef)]
-    limiters = [registries.limiter(host) for host in dict.fromkeys(hosts)]
-    attempts = policy.retries + 1
-    for attempt in range(attempts):
-        run.check()
-        taken = []
-        throttled = False
-        try:
-            for limiter in limiters:
-                limiter.acquire(run)
-                taken.append(limiter)
-            return engine.copy(src, dst)
-        except EngineError as exc:
-            throttled = exc.kind == "rate-limited"
-            if not exc.transient or attempt == attempts - 1:
-                if exc.transient and attempts > 1:
-                    raise EngineError(f"{exc} (gave up after {attempts} attempts)", kind=exc.kind) from None
-                raise
-            wait = policy.delay(attempt, exc.retry_after)
-        finally:
-            for limiter in reversed(taken):
-                limiter.release(throttled=throttled)
-        if run.wait(wait):
-            raise run.interrupted()
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def copy_or_finish(engine: Engine, task: Task, registries: Registries) -> tuple[str, str]:
-    """The engine's copy, retried; if an exact engine still fails on a transient error between two
-    registries, chaosmirror's client finishes the copy (every digest exact). Returns the digest held
-    and a note when the client finished it."""
-    try:
-        return copy_with_retries(engine, task.src, task.dst, registries), ""
-    except EngineError as exc:
-        if not (exc.transient and engine.exact and isinstance(task.src, ImageRef)):
-            raise
-        failure = str(exc)
-    try:
-        held = direct.copy_part(task.action, task.part, task.src, task.dst, registries)
-    except RegistryError as exc:
-        if not exc.transient:  # the client found out why (a full storage, a refusal): say that first
-            raise EngineError(f"{exc} ({engine.name} had failed too: {failure})", kind=exc.kind) from None
-        raise EngineError(f"{failure}; chaosmirror's own client could not finish it either: {exc}",
-                          kind=exc.kind) from None  # fmt: skip
-    return held, f"{engine.name} kept failing ({failure}); chaosmirror's client finished the copy"
 
 
 def _quiet(callback: Callable[[Event], None]) -> Callable[[Event], None]:
@@ -235,13 +171,15 @@ def run(
     jobs: int = 16,
     split: bool = True,
     seed_all: bool = False,
+    staging: Staging | None = None,
     on_event: Callable[[Event], None] = lambda e: None,
     on_phase: Callable[[str], None] = lambda m: None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> list[Entry]:
     """Run every copy of `plan`; a failed image is an entry, never an exception. Entries in plan
     order. When the run stops (registries.run), no new copy starts and what did not finish is
-    `interrupted`. An image that is the same as another's (`twin`) takes that one's outcome."""
+    `interrupted`. An image that is the same as another's (`twin`) takes that one's outcome. With
+    `staging`, a copy whose blobs are all in the target reads its manifests from a local folder."""
     stop = registries.run
     emit = _quiet(on_event)
     results: dict[int, Entry] = {}
@@ -263,7 +201,15 @@ def run(
     copies = [a for a in plan.actions if a.kind == "copy"]
     unique = {d: n for a in copies for part in a.parts for d, n in part.layers}  # each blob moves once
     emit(Event("planned", None, size=sum(unique.values()), count=len(copies)))
-    seeder = Seeder(registries, jobs=jobs, on_done=lambda digest, ok: gate.release({digest}, ok=ok),
+    configs = {m.config().digest for a in copies for m in a.manifests if not m.is_index}
+
+    def local(layer: SharedLayer) -> bytes | None:
+        """Configs are read once, into the cache: the seeder uploads them and the staged copies use them."""
+        if staging is None or layer.digest not in configs or not isinstance(layer.source, ImageRef):
+            return None
+        return staging.config(layer.source, layer.digest, layer.size)
+
+    seeder = Seeder(registries, jobs=jobs, on_done=lambda digest, ok: gate.release({digest}, ok=ok), local=local,
                     on_bytes=on_bytes)  # fmt: skip
 
     def worker() -> None:
@@ -277,7 +223,7 @@ def run(
                 emit(Event("start", task.action))
             held, error, cut = "", "", False
             try:
-                held, note = copy_or_finish(engine, task, registries)
+                held, note = copy_task(engine, task, registries, staging=staging, in_target=seed_all and not mine)
                 if note:
                     with lock:
                         state.notes.append(note)
@@ -379,64 +325,6 @@ def mirror_release(
     return report
 
 
-class NoCopies:
-    """The engine of a dry run: plans as skopeo would, needs nothing installed, copies nothing."""
-
-    name = ""
-    exact = True
-    platform: Platform | None = None
-
-    def copy(self, src: object, dst: object) -> str:
-        raise EngineError("a dry run copies nothing")
-
-    def close(self) -> None:
-        pass
-
-
-class Session:
-    """The registries and the engine of one run: opened together, closed together (at once when
-    the run stops, which ends every transfer in flight), timed on the report."""
-
-    def __init__(self, settings: Settings, report: Report, *, run: Run | None = None,
-                 on_bytes: Callable[[int], None] | None = None, copies: bool = True,
-                 on_phase: Callable[[str], None] = lambda m: None) -> None:  # fmt: skip
-        self.settings = settings
-        self.report = report
-        self.on_bytes = on_bytes
-        self.copies = copies
-        self.run = run or Run.current() or Run()
-
-        def note(message: str) -> None:
-            report.notes.append(message)
-            on_phase(message)
-
-        self.registries = settings.registries(run=self.run, note=note)
-        self.engine: Engine | None = None
-        self._unhook: Callable[[], None] = lambda: None
-
-    def __enter__(self) -> tuple[Registries, Engine]:
-        self._unhook = self.run.on_stop(self.registries.close)
-        if self.copies or self.settings.engine == "docker":  # a docker plan needs the daemon's platform
-            self.engine = make_engine(self.settings.engine, self.registries, on_bytes=self.on_bytes)
-        else:
-            self.engine = NoCopies()
-        self.report.engine = self.engine.name
-        return self.registries, self.engine
-
-    def __exit__(self, *exc: object) -> None:
-        self._unhook()
-        if self.engine is not None:
-            self.engine.close()
-        self.registries.close()
-        for host, count in sorted(self.registries.retried().items()):
-            self.report.notes.append(f"{count} requests to {host} were retried")
-        for host, limiter in sorted(self.registries.shared.limiters.items()):
-            if limiter.cuts:
-                self.report.notes.append(f"{host} rate-limited us (HTTP 429): chaosmirror cut its parallel requests "
-                                         f"there {limiter.cuts} times, down to {limiter.lowest}")  # fmt: skip
-        self.report.finished = time.time()
-
-
 def _mirror(items: list[Item], report: Report, *, settings: Settings, registries: Registries, engine: Engine,
             dry_run: bool, on_event: Callable[[Event], None], on_phase: Callable[[str], None],
             on_bytes: Callable[[int], None] | None = None) -> None:  # fmt: skip
@@ -446,20 +334,52 @@ def _mirror(items: list[Item], report: Report, *, settings: Settings, registries
     # Far targets (slow round trips) gain from copying an index's platforms in parallel;
     # near ones are CPU-bound, and one process per image costs less.
     far = check_target(registries, settings.target.host) >= FAR_SECONDS
-    observed = survey(items, registries, wanted, jobs=settings.workers(far=far), configs=not engine.exact)
+    cache = ManifestCache.from_env(settings.env)
+
+    def note(message: str) -> None:
+        report.notes.append(message)
+        on_phase(message)
+
+    observed = survey(items, registries, wanted, jobs=settings.workers(far=far), configs=not engine.exact,
+                      cache=cache, alone=not engine.exact, note=note)  # fmt: skip
     if not engine.exact:
         warn_multi_arch(observed, wanted, on_phase)
         if settings.ca_file or settings.insecure:
             on_phase("note: the Docker daemon does not take --ca-cert or --insecure-registry from chaosmirror; it "
                      "trusts /etc/docker/certs.d/HOST/ca.crt and its own insecure-registries setting")  # fmt: skip
-    plan = build_plan(items, observed, wanted, exact=engine.exact)
+    plan = build_plan(items, observed, wanted, exact=engine.exact, recognise=None if engine.exact else same_config)
     if dry_run:
         report.entries = [planned_entry(a) for a in plan.actions]
-    else:
-        on_phase(f"copying {plan.count('copy')} images, {plan.count('skip')} already there")
-        report.entries = run(plan, engine, registries, jobs=settings.workers(far=far), split=far,
-                             seed_all=engine.exact, on_event=on_event, on_phase=on_phase,
-                             on_bytes=on_bytes)  # fmt: skip
+        return
+    on_phase(f"copying {plan.count('copy')} images, {plan.count('skip')} already there")
+    staging = Staging(_config_reader(registries, cache)) if engine.stages else None
+    try:
+        entries = run(plan, engine, registries, jobs=settings.workers(far=far), split=far, seed_all=engine.exact,
+                      staging=staging, on_event=on_event, on_phase=on_phase, on_bytes=on_bytes)  # fmt: skip
+    finally:
+        if staging is not None:
+            staging.close()
+    if not engine.exact:
+        entries = [replace(e, left_out=docker_left_out(observed[a.item], a)) for a, e in zip(plan.actions, entries,
+                   strict=True)]  # fmt: skip
+    if settings.signatures or not engine.exact:
+        if engine.exact:
+            on_phase("copying the signatures, attestations, SBOMs and referrers stored next to the images")
+        entries = signatures.carry(list(plan.actions), entries, registries, cache, copy=engine.exact,
+                                   jobs=settings.workers(far=far))  # fmt: skip
+    report.entries = entries
+    if cache.hits or cache.reads:
+        report.notes.append(f"manifests: {cache.reads} read from the registries, {cache.hits} from the local cache "
+                            f"({cache.folder})")  # fmt: skip
+
+
+def _config_reader(registries: Registries, cache: ManifestCache) -> Callable[[ImageRef, str, int], bytes]:
+    """An image config's bytes for a staged copy: from the cache, else read once from the source."""
+
+    def read(source: ImageRef, digest: str, size: int) -> bytes:
+        return cache.blob(registries.for_ref(source, "src"), source, digest, size)
+
+    return read
 
 
 def platforms_for(engine: Engine, settings: Settings) -> tuple[Platform, ...]:

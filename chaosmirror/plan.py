@@ -5,7 +5,7 @@ Nothing here does I/O. `survey` fetches what a plan needs (`Observed`), `mirror`
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -58,13 +58,19 @@ class Selection:
     parts: tuple[Descriptor, ...] = ()
     index: Manifest | None = None
     error: str = ""
+    left_out: tuple[str, ...] = ()  # what of the source is not copied, besides other platforms
 
 
-def choose(top: Manifest, wanted: tuple[Platform, ...], platform: Platform | None = None) -> Selection:
+def choose(top: Manifest, wanted: tuple[Platform, ...], platform: Platform | None = None, *,
+           alone: bool = False) -> Selection:  # fmt: skip
     """The part of `top` to copy for the wanted platforms (all of it when none are wanted).
 
     An index is copied as its platform manifests, in parallel, then the index itself, byte for byte
-    (the same digest); a subset of platforms gets a filtered index; one platform, its manifest alone."""
+    (the same digest); a subset of platforms gets a filtered index, with the BuildKit attestations
+    of the kept platforms; one platform, its manifest alone (the same digest as in the source, so
+    a signature of it still verifies; its attestations cannot come along, and `left_out` says so).
+    With `alone`, one wanted platform is always its manifest alone, even when it is the index's only
+    one (an engine that pushes one platform's image, the Docker engine)."""
     if not top.is_index:
         found = (str(platform),) if platform else ()
         part = Descriptor(top.media_type, top.digest, len(top.data))
@@ -84,10 +90,13 @@ def choose(top: Manifest, wanted: tuple[Platform, ...], platform: Platform | Non
             error=f"has no {', '.join(map(str, wanted))} (it has {', '.join(everything) or 'no platforms'})",
         )
     names = tuple(str(d.platform) for d in images)
-    if len(images) == len(runnable):
+    if len(images) == len(runnable) and not alone:
         return Selection(top.digest, names, tuple(top.children()), top)
     if len(images) == 1:
-        return Selection(images[0].digest, names, (images[0],))
+        dropped = len(chosen) - 1
+        note = (f"{dropped} attestation manifest{'s' if dropped > 1 else ''} of {names[0]} (build provenance, SBOM): "
+                "a platform copied as its manifest alone has no index to carry it")  # fmt: skip
+        return Selection(images[0].digest, names, (images[0],), left_out=(note,) if dropped else ())
     filtered = filter_index(top, chosen)
     return Selection(filtered.digest, names, tuple(chosen), filtered)
 
@@ -102,8 +111,9 @@ class Part:
     """One manifest a copy moves, with the (digest, size) of every blob it references."""
 
     digest: str
-    layers: tuple[tuple[str, int], ...]
+    layers: tuple[tuple[str, int], ...]  # every blob a registry stores for it: config and layers, less foreign ones
     size: int
+    config: str = ""
 
     @property
     def blobs(self) -> frozenset[str]:
@@ -142,19 +152,27 @@ def parts_of(top: Manifest, selection: Selection, children: dict[str, Manifest])
     manifests = [top] if not top.is_index else [children[d.digest] for d in selection.parts if d.digest in children]
     out = []
     for manifest in manifests:
-        layers = tuple(sorted({b.digest: b.size for b in manifest.blobs()}.items()))
-        out.append(Part(manifest.digest, layers, len(manifest.data) + sum(n for _, n in layers)))
+        layers = tuple(sorted({b.digest: b.size for b in manifest.stored_blobs()}.items()))
+        config = manifest.config().digest if not manifest.is_index else ""
+        out.append(Part(manifest.digest, layers, len(manifest.data) + sum(n for _, n in layers), config))
     return tuple(out)
 
 
-def decide(item: Item, seen: Observed, wanted: tuple[Platform, ...], *, exact: bool = True) -> Action:
-    """Copy, skip (the target already holds the digest) or fail, for one item. When the copy cannot
-    keep digests (`exact` false), an image is already there when the target holds its config."""
+# Whether the target already holds an image it does not hold by digest (an engine that pushes new
+# manifests recognises its own earlier copies another way): the reason to skip, or "".
+Recognise = Callable[[Observed, tuple[Part, ...]], str]
+
+
+def decide(item: Item, seen: Observed, wanted: tuple[Platform, ...], *, exact: bool = True,
+           recognise: Recognise | None = None) -> Action:  # fmt: skip
+    """Copy, skip (the target already holds the digest, or `recognise` says it holds the image) or
+    fail, for one item. An engine that cannot keep digests (`exact` false) copies one platform's
+    manifest alone."""
     if seen.error or seen.top is None:
         return Action("fail", item, reason=seen.error or "source not read")
     if seen.target_error:
         return Action("fail", item, source_digest=seen.top.digest, reason=seen.target_error)
-    selection = choose(seen.top, wanted, seen.platform)
+    selection = choose(seen.top, wanted, seen.platform, alone=not exact)
     if selection.error:
         return Action(
             "fail", item, source_digest=seen.top.digest, selection=selection, reason=f"the image {selection.error}"
@@ -164,9 +182,9 @@ def decide(item: Item, seen: Observed, wanted: tuple[Platform, ...], *, exact: b
             "skip", item, selection.digest, seen.top.digest, selection, reason="target already holds this digest"
         )
     parts = parts_of(seen.top, selection, seen.children)
-    if not exact and seen.target_configs and _configs(seen, parts) <= seen.target_configs:
-        return Action("skip", item, seen.target_digest or "", seen.top.digest, selection,
-                      reason="target already holds this image (same config)")  # fmt: skip
+    held = recognise(seen, parts) if recognise and seen.target_digest else ""
+    if held:
+        return Action("skip", item, seen.target_digest or "", seen.top.digest, selection, reason=held)
     reason = "not in target" if seen.target_digest is None else f"target holds {seen.target_digest[:19]}"
     written = [seen.children[d.digest] for d in selection.parts if d.digest in seen.children] or [seen.top]
     if selection.index is not None:
@@ -179,17 +197,10 @@ class PlanConflict(ChaosmirrorError):
     """Two different images would land on the same destination name and tag."""
 
 
-def _configs(seen: Observed, parts: tuple[Part, ...]) -> frozenset[str]:
-    """The config digests of the image manifests a copy moves."""
-    manifests = {m.digest: m for m in [*(seen.children.values()), *([seen.top] if seen.top else [])]}
-    return frozenset(manifests[p.digest].config().digest for p in parts if p.digest in manifests
-                     and not manifests[p.digest].is_index)  # fmt: skip
-
-
 def build_plan(items: list[Item], observed: dict[Item, Observed], wanted: tuple[Platform, ...] = (), *,
-               exact: bool = True) -> Plan:  # fmt: skip
+               exact: bool = True, recognise: Recognise | None = None) -> Plan:  # fmt: skip
     """Decide every item; refuse, before anything is copied, two sources that collide at the target."""
-    actions = [decide(item, observed[item], wanted, exact=exact) for item in items]
+    actions = [decide(item, observed[item], wanted, exact=exact, recognise=recognise) for item in items]
     by_dst: dict[ImageRef, list[Action]] = {}
     for action in actions:
         if action.kind != "fail":

@@ -226,4 +226,14 @@ class ArchiveRef:
         return f"docker-archive:{self.path}:{self.name}"
 
 
-Location = ImageRef | LayoutRef | ArchiveRef
+@dataclass(frozen=True)
+class DirRef:
+    """A folder in skopeo's `dir:` format holding one image's manifests and configs (`staging`)."""
+
+    path: Path
+
+    def __str__(self) -> str:
+        return f"dir:{self.path}"
+
+
+Location = ImageRef | LayoutRef | ArchiveRef | DirRef

@@ -29,6 +29,25 @@ from chaosmirror.transport import Limiter, Policy, Request, Shared, Transport, s
 Response = Reply
 
 
+@dataclass(frozen=True)
+class Head:
+    """What a HEAD of a manifest tells: its digest and media type, and, from registries that count
+    pulls (Docker Hub: `ratelimit-remaining: 76;w=21600`), how many manifest GETs remain."""
+
+    digest: str
+    media_type: str = ""
+    remaining: int | None = None
+    limit: int | None = None
+
+
+def _count(value: str | None) -> int | None:
+    """The number of a `ratelimit-*` header ("76;w=21600" is 76), or None."""
+    try:
+        return int((value or "").split(";", 1)[0].strip())
+    except ValueError:
+        return None
+
+
 class Registry:
     """One registry, one role. Thread-safe."""
 
@@ -75,15 +94,34 @@ class Registry:
 
     def digest(self, ref: ImageRef, *, push: bool = False) -> str | None:
         """The digest `ref` has here, or None if the registry does not hold it (HEAD only)."""
+        head = self.head(ref, push=push)
+        return head.digest if head else None
+
+    def head(self, ref: ImageRef, *, push: bool = False) -> Head | None:
+        """HEAD of the manifest `ref` names (free on Docker Hub, where a GET counts as a pull), or
+        None if the registry does not hold it."""
         path = f"/v2/{ref.repository}/manifests/{ref.reference}"
         resp = self.request("HEAD", path, scope=self._scope(ref, push), headers={"Accept": ACCEPT})
         if resp.status == 404:
             return None
         self._expect(resp, 200, f"look up {ref}")
+        kind = resp.headers.get("content-type", "").split(";", 1)[0].strip()
+        remaining, limit = _count(resp.headers.get("ratelimit-remaining")), _count(resp.headers.get("ratelimit-limit"))
         digest = resp.headers.get("docker-content-digest")
-        if digest:
-            return digest
-        return self.manifest(ref).digest  # registries that omit the header on HEAD
+        if not digest:  # registries that omit the header on HEAD
+            manifest = self.manifest(ref)
+            digest, kind = manifest.digest, manifest.media_type
+        return Head(digest, kind, remaining, limit)
+
+    def referrers(self, ref: ImageRef, digest: str) -> Manifest | None:
+        """The OCI 1.1 referrers API's index of the manifests whose `subject` is `digest`, or None
+        when the registry has no referrers API (it answers 404: distribution 2.8, Docker Hub)."""
+        resp = self.request("GET", f"/v2/{ref.repository}/referrers/{digest}", scope=self._scope(ref),
+                            headers={"Accept": "application/vnd.oci.image.index.v1+json"})  # fmt: skip
+        if resp.status == 404:
+            return None
+        self._expect(resp, 200, f"list the referrers of {digest} in {ref.repository}")
+        return Manifest.from_bytes(resp.body, resp.headers.get("content-type", ""), where=f"referrers of {digest}")
 
     def blob(self, ref: ImageRef, digest: str) -> bytes:
         """A small blob (an image config), read whole; redirects to storage are followed."""
@@ -145,11 +183,10 @@ class Registry:
             self.request("DELETE", self._upload_location(resp), scope=self._scope(ref, True))
         return False
 
-    def put_manifest(self, ref: ImageRef, manifest: Manifest) -> str:
+    def put_manifest(self, ref: ImageRef, manifest: Manifest, *, retry: bool = True) -> str:
         path = f"/v2/{ref.repository}/manifests/{ref.reference}"
-        resp = self.request(
-            "PUT", path, scope=self._scope(ref, True), body=manifest.data, headers={"Content-Type": manifest.media_type}
-        )
+        resp = self.request("PUT", path, scope=self._scope(ref, True), body=manifest.data,
+                            headers={"Content-Type": manifest.media_type}, retry=retry)  # fmt: skip
         self._expect(resp, 201, f"write {ref}")
         return resp.headers.get("docker-content-digest") or manifest.digest
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from chaosmirror import __version__
+from chaosmirror.signatures import Attachment
 
 Status = Literal["copied", "skipped", "failed", "planned", "interrupted"]
 FORMAT = 1
@@ -36,6 +37,9 @@ class Entry:
     error: str = ""
     source_digest: str = ""  # differs from `digest` when platforms were narrowed or the engine re-pushed
     note: str = ""  # how the copy got done, when not the plain way
+    attached: tuple[Attachment, ...] = ()  # signatures, attestations, SBOMs, referrers next to it in the target
+    attached_copied: int = 0  # of them, written by this run
+    left_out: tuple[str, ...] = ()  # what of the source image was not copied, and why
 
     def to_json(self) -> dict[str, object]:
         doc: dict[str, object] = {
@@ -57,6 +61,11 @@ class Entry:
             doc["source_digest"] = self.source_digest
         if self.note:
             doc["note"] = self.note
+        if self.attached:
+            doc["signatures"] = [a.to_json() for a in self.attached]
+            doc["signatures_copied"] = self.attached_copied
+        if self.left_out:
+            doc["left_out"] = list(self.left_out)
         return doc
 
 
@@ -136,6 +145,18 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
+def shapes(entries: list[Entry]) -> list[str]:
+    """Lines on what travelled with the images (signatures, referrers) and what was left out."""
+    lines = [f"left out of {e.destination}: {what}" for e in entries for what in e.left_out]
+    with_any = [e for e in entries if e.attached]
+    if with_any:
+        total = sum(len(e.attached) for e in with_any)
+        copied = sum(e.attached_copied for e in with_any)
+        lines.append(f"signatures, attestations, SBOMs and referrers: {total} next to {len(with_any)} images "
+                     f"({copied} written by this run)")  # fmt: skip
+    return ["", *lines] if lines else []
+
+
 def summary(report: Report) -> str:
     """The table printed at the end of a run, then one line of totals."""
     rows = [
@@ -153,6 +174,7 @@ def summary(report: Report) -> str:
     if failed:
         out.append("")
         out += [f"failed: {e.source}: {e.error}" for e in failed]
+    out += shapes(report.entries)
     moved = sum(e.size for e in report.entries if e.status == "copied")
     seconds = (report.finished or time.time()) - report.started
     out.append("")

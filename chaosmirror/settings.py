@@ -27,6 +27,7 @@ class Settings:
     insecure: frozenset[str] = frozenset()
     ca_file: Path | None = None
     engine: str = "auto"
+    signatures: bool = True  # also the signatures, attestations, SBOMs and referrers stored next to each image
     retries: int = Policy.retries
     timeout: float = Policy.timeout
     env: dict[str, str] | None = field(default=None, repr=False)

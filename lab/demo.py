@@ -19,11 +19,13 @@ from pathlib import Path
 
 from lab import rig as lab_rig
 from lab import standin
-from lab.images import MT_INDEX
+from lab.images import DOCKER_LIST, MT_INDEX
 from lab.registry import Client
 
 RELEASE = "1.47.0"
-DEMO_SHAPE = standin.Shape(base=3 * standin.MiB, middle=1 * standin.MiB, own=512 * standin.KiB)
+# varied: a buildx index with attestations, Docker formats, zstd and plain layers, cosign signatures
+# and an OCI 1.1 referrer among the images (lab/standin.py)
+DEMO_SHAPE = standin.Shape(base=3 * standin.MiB, middle=1 * standin.MiB, own=512 * standin.KiB, varied=True)
 
 
 def say(text: str) -> None:
@@ -60,8 +62,10 @@ def main() -> None:
         release = Catalog(bundled_dir()).load(RELEASE)
         started = time.monotonic()
         digests = rig.seed(lab_rig.release_repos(release.images()), DEMO_SHAPE)
-        multi = sum(1 for a in rig.artifacts.values() if a.top.media_type == MT_INDEX)
-        print(f"{len(digests)} images ({multi} multi-arch) in {time.monotonic() - started:.1f}s")
+        multi = sum(1 for a in rig.artifacts.values() if a.top.media_type in (MT_INDEX, DOCKER_LIST))
+        signed = sum(len(found) for found in rig.attached.values())
+        print(f"{len(digests)} images ({multi} indexes, {signed} signatures, SBOMs and referrers next to them) in "
+              f"{time.monotonic() - started:.1f}s")  # fmt: skip
 
         env = {**os.environ, **rig.env}  # what a CI job takes from its secret store
         report = folder / "mirror-report.json"
@@ -87,6 +91,15 @@ def main() -> None:
                 print(f"{'ok ' if held == digest else 'BAD'} {rig.target.host}/harness/{name}:{tag}  {digest[:19]}")
                 if held != digest:
                     raise SystemExit("demo: digest mismatch")
+            say("Checking that each signature, SBOM and referrer sits next to its image, same digest")
+            for (repo, _), found in sorted(rig.attached.items()):
+                for extra in found:
+                    where = extra.tag or extra.digest
+                    held = client.digest(f"harness/{repo.split('/')[-1]}", where)
+                    print(f"{'ok ' if held == extra.digest else 'BAD'} {repo.split('/')[-1]} {extra.kind:8} "
+                          f"{where[:30]}  {extra.digest[:19]}")  # fmt: skip
+                    if held != extra.digest:
+                        raise SystemExit("demo: a signature did not travel with its image")
         finally:
             client.close()
 

@@ -117,8 +117,13 @@ class RegistryServer:
         tls: Tls | None = None,
         port: int | None = None,
         address: str = "127.0.0.1",
+        foreign_urls: tuple[str, ...] = (),
     ) -> None:
         self.folder = folder
+        # URL patterns of foreign layers (Windows base layers) the registry accepts in a manifest; by
+        # default distribution accepts none (registry/handlers/app.go: "If Allow and Deny are empty,
+        # allow nothing"), where Docker Hub accepts Microsoft's.
+        self.foreign_urls = foreign_urls
         self.auth = auth
         self.tls = tls
         self.address = address  # another address than loopback only inside a test's network namespace
@@ -143,6 +148,8 @@ class RegistryServer:
             },
             "http": http_conf,
         }
+        if self.foreign_urls:
+            conf["validation"] = {"manifests": {"urls": {"allow": list(self.foreign_urls)}}}
         if self.auth:
             conf["auth"] = {"htpasswd": {"realm": "chaosmirror-lab", "path": str(self._htpasswd())}}
         return json.dumps(conf)  # YAML is a superset of JSON

@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab import standin
-from lab.images import Artifact
+from lab.images import Artifact, Attached
 from lab.registry import RegistryServer, Tls, make_tls
 
+# Docker Hub stores images whose Windows base layers stay on Microsoft's registry (foreign layers);
+# distribution accepts such manifests only for the URLs its configuration allows.
+HUB_FOREIGN_URLS = (r"^https://mcr\.microsoft\.com/",)
 USER = "mirror-bot"
 PASSWORD = "lab-Pa55word-not-for-real-use"
 
@@ -25,6 +28,7 @@ class Rig:
     target: RegistryServer
     tls: Tls | None
     artifacts: dict[tuple[str, str], Artifact] = field(default_factory=dict)
+    attached: dict[tuple[str, str], list[Attached]] = field(default_factory=dict)  # signatures, referrers
 
     @property
     def env(self) -> dict[str, str]:
@@ -41,10 +45,13 @@ class Rig:
         return out
 
     def seed(self, repos: list[tuple[str, str]], shape: standin.Shape = standin.SMALL) -> dict[tuple[str, str], str]:
-        """Build stand-ins for `(repository, tag)` pairs and push them to the source."""
+        """Build stand-ins for `(repository, tag)` pairs (and, for a varied shape, what is attached
+        to them) and push them to the source."""
         artifacts = standin.build(repos, shape)
+        extras = standin.attached(repos, artifacts, shape)
         self.artifacts.update(artifacts)
-        return standin.push_all(self.source.host, artifacts)
+        self.attached.update(extras)
+        return standin.push_all(self.source.host, artifacts, extras)
 
     def stop(self) -> None:
         self.source.stop()
@@ -55,7 +62,7 @@ def start(folder: Path, *, auth: bool = True, tls: bool = True) -> Rig:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     certs = make_tls(folder / "tls") if tls else None
-    source = RegistryServer(folder / "source").start()
+    source = RegistryServer(folder / "source", foreign_urls=HUB_FOREIGN_URLS).start()
     target = RegistryServer(folder / "target", auth=(USER, PASSWORD) if auth else None, tls=certs).start()
     return Rig(folder, source, target, certs)
 

@@ -33,22 +33,38 @@ def amd64_config(rig, name: str, tag: str) -> str:  # type: ignore[no-untyped-de
 
 
 def test_mirror_with_the_docker_engine_records_what_it_pushed(rig, chaosmirror, account, target_client, docker_env):
+    since = len(rig.source.requests())
     run = chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account, "--engine", "docker", env=docker_env)
-    assert run.code == 0, run.output
     assert run.report["engine"] == "docker"
     assert "warning: the Docker engine keeps one platform per image" in run.output and "7 multi-arch" in run.output
+    failed = [e for e in run.report["images"] if e["status"] == "failed"]
+    assert [e["source"] for e in failed] == ["docker.io/harness/chaos-k8s:1.47.0"] and run.code == 1  # zstd
+    assert "zstd-compressed layer, which Docker 20.10" in failed[0]["error"] and "--engine skopeo" in failed[0]["error"]
+    assert target_client.digest(f"{account}/chaos-k8s", "1.47.0") is None
     sources = source_digests(rig)
     for entry in run.report["images"]:
+        if entry["status"] == "failed":
+            continue
         name, tag = entry["destination"].rsplit("/", 1)[1].split(":")
         held = target_client.get_manifest(f"{account}/{name}", tag)
         assert held["mediaType"] != MT_INDEX  # one platform per image
         assert held["config"]["digest"] == amd64_config(rig, name, tag)  # the same image, re-pushed
         assert entry["digest"] == target_client.digest(f"{account}/{name}", tag)  # the digest actually pushed
         assert entry["source_digest"] == sources[f"{name}:{tag}"]
+    exporter = next(e for e in run.report["images"] if e["source"].endswith("chaos-exporter:1.47.0"))
+    left = " | ".join(exporter["left_out"])
+    assert "platforms linux/arm64" in left and "2 attestation manifests" in left and "Docker daemon" in left
+    assert "what is attached to the source digests (4: " in left  # index .sig and .att, amd64 .sig, referrers
     assert PASSWORD not in run.output + json.dumps(run.report)
+    cold = sum(1 for r in rig.source.requests(since) if r.method == "GET" and "/manifests/" in r.path)
+    assert cold <= 19 + 2 * 18  # each index once; each platform manifest by the survey and by the daemon
 
+    since, writes = len(rig.source.requests()), len(rig.target.requests())
     again = chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account, "--engine", "docker", env=docker_env)
-    assert again.code == 0 and {e["status"] for e in again.report["images"]} == {"skipped"}
+    statuses = {e["source"].rsplit("/", 1)[1]: e["status"] for e in again.report["images"]}
+    assert statuses.pop("chaos-k8s:1.47.0") == "failed" and set(statuses.values()) == {"skipped"}  # buildx ones too
+    assert [r for r in rig.source.requests(since) if r.method == "GET" and "/manifests/" in r.path] == []
+    assert [r for r in rig.target.requests(writes) if r.method in ("PUT", "POST", "PATCH")] == []  # nothing copied
 
 
 def test_docker_engine_leaves_a_skopeo_mirror_alone(rig, chaosmirror, account, target_client, docker_env):
@@ -149,3 +165,35 @@ def test_config_out_after_a_docker_run_pins_the_digests_it_pushed(rig, chaosmirr
     entry = next(e for e in run.report["images"] if e["source"].endswith("chaos-operator:1.47.0"))
     assert entry["digest"] != entry["source_digest"] or entry["status"] == "skipped"
     assert f"tag: 1.47.0@{entry['digest']}" in (out / "helm" / "chaos-infra-values.yaml").read_text()
+
+
+def test_docker_engine_on_a_far_target_pushes_one_platform_to_each_tag(rig, account, target_client, docker_env):
+    """Far targets split an index into copies by digest, which a daemon cannot push: the Docker engine
+    copies one platform's manifest to the tag, and never puts an index of manifests it did not push."""
+    from chaosmirror.engines.docker import DockerEngine
+    from chaosmirror.engines.repush import same_config
+    from chaosmirror.manifest import Platform
+    from chaosmirror.mirror import run
+    from chaosmirror.plan import build_plan, collect_items
+    from chaosmirror.ref import SourceMirror, Target
+    from chaosmirror.registry import Registries
+    from chaosmirror.release import Catalog, bundled_dir
+    from chaosmirror.survey import survey
+
+    rel = Catalog(bundled_dir()).load("1.47.0")
+    items = collect_items(rel.images(("dedicated",)), Target(rig.target.host, "", account),
+                          (SourceMirror.parse(f"docker.io={rig.source.host}"),))  # fmt: skip
+    registries = Registries(ca_file=Path(rig.tls.ca_cert), env=rig.env)
+    wanted = (Platform.parse("linux/amd64"),)
+    plan = build_plan(items, survey(items, registries, wanted, configs=True, alone=True), wanted, exact=False,
+                      recognise=same_config)  # fmt: skip
+    engine = DockerEngine(registries)
+    try:
+        entries = run(plan, engine, registries, jobs=4, split=True)
+    finally:
+        engine.close()
+        registries.close()
+    assert {e.status for e in entries} == {"copied"}, [e.error for e in entries if e.error]
+    held = target_client.get_manifest(f"{account}/chaos-workflow-controller", "v3.4.16")  # a one-platform buildx
+    assert held["mediaType"] != MT_INDEX
+    assert held["config"]["digest"] == amd64_config(rig, "chaos-workflow-controller", "v3.4.16")

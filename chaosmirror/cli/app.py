@@ -139,6 +139,9 @@ RUN_OPTIONS: list[Callable[[F], F]] = [
                  help="Trust this CA certificate (PEM) for the registries, besides the system ones."),
     click.option("--engine", type=click.Choice(["auto", "skopeo", "docker"]), default="auto", show_default=True,
                  envvar="CHAOSMIRROR_ENGINE", help="What copies the images."),
+    click.option("--signatures/--no-signatures", default=True, show_default=True,
+                 help="Also copy what is stored next to each image and platform: cosign signatures, attestations "
+                      "and SBOMs (tags sha256-<hex>.sig/.att/.sbom) and OCI 1.1 referrers, byte for byte."),
     click.option("--retries", type=click.IntRange(0, 50), default=5, show_default=True, envvar="CHAOSMIRROR_RETRIES",
                  help="Retry each request, and each image copy, up to N times on errors that can pass (dropped "
                       "connections, timeouts, HTTP 408, 429, 5xx), with exponential backoff and Retry-After."),
@@ -172,6 +175,7 @@ def settings_from(
     insecure: tuple[str, ...] = (),
     ca_cert: Path | None = None,
     engine: str = "auto",
+    signatures: bool = True,
     retries: int = 5,
     timeout: float = 60.0,
 ) -> Any:
@@ -189,6 +193,7 @@ def settings_from(
         insecure=frozenset(insecure),
         ca_file=ca_cert,
         engine=engine,
+        signatures=signatures,
         retries=retries,
         timeout=timeout,
     )

@@ -64,8 +64,10 @@ def bundle() -> None:
 )
 @click.option(
     "--since",
-    metavar="OLD_RELEASE",
-    help="A delta bundle: leave out images unchanged since OLD_RELEASE (same name, tag and digest).",
+    metavar="OLD",
+    help="A delta bundle: leave out images the bundle OLD holds exactly as this one would (OLD a bundle file, "
+    "or part 001 of a split one, whose bundle.json records what it holds), or, OLD a release name, images "
+    "unchanged since OLD in the source (same name, tag and digest).",
 )
 @click.option(
     "--split-size",
@@ -96,7 +98,7 @@ def bundle_export(*, release: str, output: Path, kind: str, since: str | None, s
     size = parse_size(split_size) if split_size else None
     cat = catalog(manifests)
     rel = cat.load(release)
-    base = cat.load(since) if since else None
+    base = _base(cat, since) if since else None
     progress = Progress(sys.stderr)
     with Run():
         report = export_release(rel, settings_from(**options), output, kind=kind, since=base, split_size=size,
@@ -104,6 +106,16 @@ def bundle_export(*, release: str, output: Path, kind: str, since: str | None, s
                                 on_event=progress.event)  # fmt: skip
         write_report(report, report_path)
     _finish_run(report, None)
+
+
+def _base(cat: Any, since: str) -> Any:
+    """--since: a bundle file (or part 001 of one) when such a file exists, else a release name."""
+    from chaosmirror import delta
+
+    path = Path(since)
+    if path.exists() or Path(f"{since}.001").exists():
+        return delta.from_bundle([path])
+    return delta.from_release(cat.load(since))
 
 
 @bundle.command("verify")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from chaosmirror.errors import EngineError
-from chaosmirror.manifest import Platform
+from chaosmirror.manifest import Manifest, Platform
 from chaosmirror.ref import ImageRef, Location
 from chaosmirror.registry import Registries
 
@@ -21,14 +21,19 @@ class Engine(Protocol):
     name: str
     exact: bool  # keeps manifests byte for byte: same digests, whole indexes
     platform: Platform | None  # the one platform an inexact engine copies when none is asked for
+    stages: bool  # can copy from a `dir:` folder of staged manifests (see `staging`)
 
     def copy(self, src: Location, dst: Location) -> str:
-        """Copy one image from `src` to `dst` (registry, OCI layout or docker-archive), keeping its
+        """Copy one image from `src` to `dst` (registry, OCI layout, staged dir or docker-archive), keeping its
         digest and, for an index, every platform where the engine and formats allow; return the
         digest `dst` now holds. Raises EngineError."""
 
     def close(self) -> None:
         """Release what the engine holds (temporary auth files, connections, daemon tags)."""
+
+    def refuses(self, manifests: list[Manifest]) -> str:
+        """Why this engine cannot copy an image made of `manifests` (say, a layer format it cannot
+        unpack), or "" when it can. Asked before the copy, so the image fails with the reason."""
 
 
 @runtime_checkable

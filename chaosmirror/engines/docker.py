@@ -24,8 +24,8 @@ from docker.errors import APIError, DockerException, ImageNotFound
 from chaosmirror.auth import Role, hint
 from chaosmirror.engines.goerrors import classify_message
 from chaosmirror.errors import EngineError, Kind
-from chaosmirror.manifest import Platform
-from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef, Location
+from chaosmirror.manifest import Manifest, Platform
+from chaosmirror.ref import ArchiveRef, DirRef, ImageRef, LayoutRef, Location
 from chaosmirror.registry import Registries
 
 TIMEOUT = 3600
@@ -69,6 +69,7 @@ class DockerEngine:
 
     name = "docker"
     exact = False  # one platform per image, new manifests on push
+    stages = False
 
     def __init__(self, registries: Registries, *, client: Any = None,
                  on_bytes: Callable[[int], None] | None = None) -> None:  # fmt: skip
@@ -82,6 +83,7 @@ class DockerEngine:
         except (DockerException, OSError) as exc:
             raise EngineError(explain_daemon(exc, self.host)) from None
         self.platform: Platform | None = Platform(str(version.get("Os", "linux")), str(version.get("Arch", "amd64")))
+        self.version = str(version.get("Version", ""))
         self._lock = threading.Lock()
         self._loaded: set[Path] = set()
         self._added: set[str] = set()  # names this run created in the daemon; removed on close
@@ -95,7 +97,7 @@ class DockerEngine:
     # --- the Engine interface -------------------------------------------------------------------
 
     def copy(self, src: Location, dst: Location) -> str:
-        if isinstance(src, LayoutRef) or isinstance(dst, LayoutRef):
+        if isinstance(src, LayoutRef | DirRef) or isinstance(dst, LayoutRef | DirRef):
             raise EngineError("the Docker engine cannot read or write OCI layouts: use --engine skopeo, or "
                               "--format docker-archive for bundles")  # fmt: skip
         image = self._pull(src) if isinstance(src, ImageRef) else self._load(src)
@@ -103,6 +105,17 @@ class DockerEngine:
             self.save([(image, dst.name)], dst.path)
             return ""
         return self._push(image, dst)
+
+    def refuses(self, manifests: list[Manifest]) -> str:
+        """zstd layers need Docker Engine 23.0 or later (moby/moby#41759: "Add support for pulling
+        zstd compressed layers", in the 23.0.0 release notes); 20.10 fails to unpack them."""
+        zstd = [d for m in manifests if not m.is_index for d in m.blobs() if d.media_type.endswith("+zstd")
+                or d.media_type.endswith(".zstd")]  # fmt: skip
+        if zstd and _major(self.version) < 23:
+            return (f"the image has {len(zstd)} zstd-compressed layer{'s' if len(zstd) > 1 else ''}, which Docker "
+                    f"{self.version} cannot unpack (Docker Engine 23.0 can): use --engine skopeo, which copies "
+                    "layers as they are")  # fmt: skip
+        return ""
 
     def save(self, images: Iterable[tuple[str, str]], path: Path) -> None:
         """`docker save` several (image id, name) pairs into one archive: shared layers are stored once."""
@@ -188,9 +201,14 @@ class DockerEngine:
             raise EngineError(f"{archive.path} holds no image named {archive.name}") from None
 
     def _tag(self, image: str, ref: ImageRef) -> None:
-        name = _daemon_name(ref)
+        if not ref.tag or ref.digest:
+            # A daemon tags and pushes names with tags; it cannot push to a digest (it writes a new manifest).
+            raise EngineError(f"the Docker engine pushes to a tag, not to {ref}: it writes a new manifest, so "
+                              "no source digest can be kept")  # fmt: skip
+        repository = ImageRef(ref.registry, ref.repository)
+        name = f"{repository.short()}:{ref.tag}"
         try:
-            self.client.api.tag(image, name.rsplit(":", 1)[0], ref.tag)
+            self.client.api.tag(image, repository.short(), ref.tag)
         except (APIError, DockerException) as exc:
             raise EngineError(f"cannot tag {image[:19]} as {name}: {exc}") from None
         with self._lock:
@@ -208,6 +226,14 @@ class DockerEngine:
         if not digest.startswith("sha256:"):
             raise EngineError(f"the daemon pushed {dst} but reported no digest")
         return digest
+
+
+def _major(version: str) -> int:
+    """The major number of a daemon version ("20.10.24+dfsg1" is 20); 0 when unreadable."""
+    try:
+        return int(version.split(".", 1)[0])
+    except ValueError:
+        return 0
 
 
 def _daemon_name(ref: ImageRef) -> str:

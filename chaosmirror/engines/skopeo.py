@@ -24,8 +24,8 @@ from chaosmirror.auth import Role, auth_json, hint
 from chaosmirror.engines.goerrors import classify_message
 from chaosmirror.errors import EngineError
 from chaosmirror.lifecycle import Run, private_dir
-from chaosmirror.manifest import Platform
-from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef, Location
+from chaosmirror.manifest import Manifest, Platform
+from chaosmirror.ref import ArchiveRef, DirRef, ImageRef, LayoutRef, Location
 from chaosmirror.registry import Registries
 
 COPY_TIMEOUT = 4 * 3600  # one image; a stuck transfer must not hang a CI job forever
@@ -82,6 +82,7 @@ class Skopeo:
     name = "skopeo"
     exact = True
     platform: Platform | None = None  # every platform, or the ones asked for
+    stages = True  # copies from a staged dir: folder (`staging`) when every layer is in the target
 
     def __init__(self, registries: Registries, *, binary: str | None = None, run: Run | None = None) -> None:
         self.binary = binary or find_skopeo()
@@ -187,6 +188,8 @@ class Skopeo:
         if isinstance(where, LayoutRef):
             options = [f"--{role}-shared-blob-dir={where.shared_blobs}"] if where.shared_blobs else []
             return options, [], f"oci:{where.path}:{where.name}"
+        if isinstance(where, DirRef):
+            return [], [], f"dir:{where.path}"
         return [], [], f"docker-archive:{where.path}:{where.name}"  # names the image in a multi-image archive
 
     def argv(self, src: Location, dst: Location, digest_file: Path) -> tuple[list[str], list[int]]:
@@ -202,6 +205,9 @@ class Skopeo:
         return argv, [*src_fds, *dst_fds]
 
     # --- copying ------------------------------------------------------------------------------------
+
+    def refuses(self, manifests: list[Manifest]) -> str:
+        return ""  # skopeo copies blobs as they are, whatever their format
 
     def copy(self, src: Location, dst: Location) -> str:
         self.run.check()
