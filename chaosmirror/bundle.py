@@ -54,6 +54,7 @@ class BundleImage:
     uses: tuple[str, ...] = ()
     source_digest: str = ""
     archives: tuple[tuple[str, str], ...] = ()  # docker-archive bundles: (platform, file name)
+    releases: tuple[str, ...] = ()  # a bundle of several releases: those that need this image
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,19 @@ class BundleInfo:
     format: int = FORMAT
     id: str = ""  # split bundles: the id every part.json carries
     parts: tuple[PartEntry, ...] = ()  # split bundles: every part, 001 first
+    releases: tuple[str, ...] = ()  # a bundle of several releases: each of them (`release` joins them with +)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every release the bundle holds."""
+        return self.releases or (self.release,)
 
     def to_json(self) -> bytes:
         doc = asdict(self)
+        if not self.releases:  # written only for several releases, so a one-release bundle.json stays as it was
+            doc.pop("releases")
+            for image in [*doc["images"], *doc["unchanged"]]:
+                image.pop("releases")
         doc["delta"] = {"since": doc.pop("since"), "unchanged": doc.pop("unchanged")} if self.since else None
         if not self.since:
             doc.pop("since", None)
@@ -106,7 +117,7 @@ class BundleInfo:
             images = tuple(_image(i) for i in doc.pop("images"))
             unchanged = tuple(_image(i) for i in delta.get("unchanged", ()))
             parts = tuple(_part(p) for p in doc.pop("parts", ()))
-            for key in ("groups", "platforms"):
+            for key in ("groups", "platforms", "releases"):
                 doc[key] = tuple(doc.get(key, ()))
             info = cls(images=images, since=delta.get("since", ""), unchanged=unchanged, parts=parts, **doc)
         except (ValueError, TypeError, KeyError, AttributeError, RefError) as exc:
@@ -125,6 +136,7 @@ def _image(doc: dict[str, Any]) -> BundleImage:
     doc["platforms"] = tuple(doc.get("platforms", ()))
     doc["uses"] = tuple(doc.get("uses", ()))
     doc["archives"] = tuple(tuple(a) for a in doc.get("archives", ()))
+    doc["releases"] = tuple(map(str, doc.get("releases", ())))
     check_digest(doc["digest"])
     ImageRef.parse(doc["source"])
     for archive in doc["archives"]:

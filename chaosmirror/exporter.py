@@ -27,7 +27,7 @@ from chaosmirror.errors import BundleError, ChaosmirrorError, EngineError, Inter
 from chaosmirror.layers import shared_layers
 from chaosmirror.lifecycle import Run
 from chaosmirror.manifest import Manifest, platform_children, references
-from chaosmirror.mirror import Event, Session, copy_with_retries, platforms_for
+from chaosmirror.mirror import Event, Session, copy_with_retries, label, platforms_for
 from chaosmirror.plan import Item, Observed, Selection, choose, collect_items, parts_of
 from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef, Target
 from chaosmirror.registry import Registries
@@ -78,7 +78,7 @@ def _export(release: Release, settings: Settings, output: Path, *, kind: str, si
     work = output.with_name(f"{output.name}.parts")
     remove_stale(output.parent, prefix=f".{output.name}.")
     remove_stale(work / "bundle" / "blobs" / "sha256")
-    report = Report("bundle export", release.name, str(output))
+    report = label(Report("bundle export", release.name, str(output)), release, settings)
     items = collect_items(
         release.images(settings.groups, optional=settings.optional), UNPLACED, settings.source_mirrors
     )
@@ -115,11 +115,16 @@ def _export(release: Release, settings: Settings, output: Path, *, kind: str, si
         report.error = (f"{why}, so no bundle was written; what was downloaded is kept in {job.work} and "
                         "reused when you run the same command again")  # fmt: skip
         return report
+    several = len(release.names) > 1  # then bundle.json names each release, and those each image needs
+
+    def needs(image: fmt.BundleImage) -> fmt.BundleImage:
+        return replace(image, releases=report.needed_by.get(image.source, ())) if several else image
+
     info = fmt.BundleInfo(
-        kind, release.name, tuple(image for image, _ in exported), release.revision, fmt.now(),
+        kind, release.name, tuple(needs(image) for image, _ in exported), release.revision, fmt.now(),
         groups=settings.groups, platforms=tuple(map(str, settings.platforms)), since=since.name if since else "",
-        unchanged=tuple(fmt.BundleImage(str(i.src), hce_name(i.src), d, (), 0, i.uses, d)
-                        for i, d in unchanged.items()),
+        unchanged=tuple(needs(fmt.BundleImage(str(i.src), hce_name(i.src), d, (), 0, i.uses, d))
+                        for i, d in unchanged.items()), releases=release.names if several else (),
     )  # fmt: skip
     on_phase(f"writing {output}" + (f" in parts of at most {split_size} bytes" if split_size else ""))
     try:
