@@ -28,7 +28,7 @@ from chaosmirror.release import Release
 from chaosmirror.report import Outcome, held_digests, iso, write_json
 from chaosmirror.settings import Settings
 from chaosmirror.survey import check_target, survey
-from chaosmirror.verdict import BlobSeen, Check, Seen, Verdict, blobs_to_look_up, judge
+from chaosmirror.verdict import BlobSeen, Check, ExtraTag, Seen, Verdict, blobs_to_look_up, judge
 
 FORMAT = 1  # of the JSON document; see docs/json-output.md
 T = TypeVar("T")
@@ -43,6 +43,9 @@ class Expected:
     source: str  # "report", "bundle" or "source"
     unknown: str = ""  # why an image not in `digests` has none
     notes: tuple[str, ...] = ()
+    # Tags expected beside an image (its signatures, when the source or the report knows them): each
+    # must be there whole, like the image itself.
+    extra_tags: dict[ImageRef, tuple[ExtraTag, ...]] = field(default_factory=dict)
 
 
 def from_report(doc: dict[str, Any], path: Path) -> Expected:
@@ -145,8 +148,9 @@ def checks_for(items: list[Item], needed: dict[ImageRef, tuple[str, ...]], expec
     for item in items:
         digest = expected.digests.get(item.dst, "") if expected else ""
         unknown = "" if digest else expected.unknown if expected else "no digest was asked for"
+        extra = expected.extra_tags.get(item.dst, ()) if expected else ()
         out.append(Check(str(item.src), item.dst, item.uses, needed.get(item.src, ()), digest,
-                         expected.source if digest and expected else "", unknown))  # fmt: skip
+                         expected.source if digest and expected else "", unknown, extra))  # fmt: skip
     return out
 
 
@@ -167,8 +171,9 @@ def verify_release(
     items = collect_items(release.images(settings.groups, optional=settings.optional), target,
                           settings.source_mirrors)  # fmt: skip
     if expected is not None and expected.source == "report" and not {i.dst for i in items} & expected.digests.keys():
-        raise ChaosmirrorError(f"the report records no image of HCE {release.name} at {target}: it is the report of "
-                               "a run to another target, account or release")  # fmt: skip
+        why = ("it is the report of a run to another target, account or release" if expected.digests else
+               "it records no image as copied or already there")  # fmt: skip
+        raise ChaosmirrorError(f"the report records no image of HCE {release.name} at {target}: {why}")
     result = Verification(release.names, str(target))
     run = run or Run.current() or Run()
     registries = settings.registries(run=run, note=result.notes.append)

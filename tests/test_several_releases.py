@@ -57,7 +57,7 @@ def name_of(destination: str) -> str:
 
 
 def test_two_releases_in_one_mirror_copy_each_shared_image_once(rig, chaosmirror, account, target_client,
-                                                                 two_releases):  # fmt: skip
+                                                                 two_releases, tmp_path):  # fmt: skip
     folder, digests = two_releases
     both = [OLD, NEW, "--manifests", str(folder), *rig.args(), "--account", account]
     plan = CliRunner().invoke(cli, ["plan", *both, "--output", "json"], env=rig.env)
@@ -88,6 +88,20 @@ def test_two_releases_in_one_mirror_copy_each_shared_image_once(rig, chaosmirror
     assert {name_of(i["destination"]): i["releases"] for i in verified.report["images"]} == NEEDED
     again = chaosmirror("mirror", NEW, "--manifests", str(folder), *rig.args(), "--account", account)
     assert again.code == 0 and again.report["summary"]["skipped"] == 4 and again.report["releases"] == [NEW]
+
+    report = tmp_path / "both.json"
+    report.write_text(json.dumps(run.report))
+    target = ["--to", rig.target.host, "--account", account, "--ca-cert", str(rig.tls.ca_cert)]
+    for releases in ([OLD, NEW], [NEW]):  # the report of both pins either
+        out = tmp_path / "-".join(releases)
+        config = CliRunner().invoke(cli, ["config", *releases, "--manifests", str(folder), *target, "--pin-digests",
+                                          "--report", str(report), "-o", str(out)])  # fmt: skip
+        assert config.exit_code == 0, config.output
+        conf = (out / "nodes/containers/registries.conf.d/50-chaosmirror.conf").read_text()
+        assert f"{H}/chaos-runner" in conf and f"{H}/chaos-ddcr" in conf
+        assert f"HCE {'+'.join(releases)}" in (out / "NEXT-STEPS.md").read_text()
+    helm = (tmp_path / f"{OLD}-{NEW}" / "helm/chaos-infra-values.yaml").read_text()
+    assert digests["chaos-runner:1.47.0"] in helm  # the newest release's runner, pinned to what the target holds
 
 
 def test_a_bundle_of_two_releases_records_both_and_imports_verified(rig, chaosmirror, account, two_releases,

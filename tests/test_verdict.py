@@ -111,3 +111,14 @@ def test_verdict_is_pure():
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not {"subprocess", "socket", "http", "urllib", "click", "chaosmirror.registry", "os"} & names
+
+
+def test_extra_tags_a_source_of_digests_knows_reach_the_checks():
+    from chaosmirror.plan import Item
+    from chaosmirror.verify import Expected, checks_for
+
+    src = ImageRef.parse("harness/chaos-ddcr:1.47.0")
+    signature = ExtraTag("sha256-" + "a" * 64 + ".sig", "signature")
+    expected = Expected({DST: "sha256:" + "a" * 64}, "report", extra_tags={DST: (signature,)})
+    (check,) = checks_for([Item(src, src, DST, ("ddcr/ddcr",))], {src: ("1.47.0",)}, expected)
+    assert check.extra_tags == (signature,) and check.expected_from == "report" and check.releases == ("1.47.0",)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from lab.images import MT_INDEX
+from chaosmirror.ref import ImageRef
+from lab.images import MT_INDEX, MT_MANIFEST
 from tests.conftest import source_digests
 from tests.test_release_json import validator
 
@@ -221,3 +223,33 @@ def test_verify_a_docker_engine_mirror_against_its_report(rig, chaosmirror, acco
     shutil.rmtree(storage(rig) / "repositories" / account / "chaos-ddcr/_manifests/tags/1.47.0")
     gone = chaosmirror("verify", *base, "--mirror-report", str(report))
     assert gone.code == 1 and [i["status"] for i in gone.report["images"]].count("missing") == 1
+
+
+def test_an_extra_tag_beside_an_image_is_looked_up_and_judged(rig, ddcr_mirror, target_client):
+    """What signature copying (issue 9) will hand verify: tags expected beside an image, looked up whole."""
+    from chaosmirror.cli.app import settings_from
+    from chaosmirror.release import Catalog, bundled_dir
+    from chaosmirror.verdict import ExtraTag
+    from chaosmirror.verify import Expected, verify_release
+
+    account = ddcr_mirror
+    repo = f"{account}/chaos-log-watcher"
+    held = target_client.digest(repo, "1.47.0")
+    tag = "sha256-" + held.split(":")[1] + ".sig"
+    raw = target_client.request("GET", f"/v2/{repo}/manifests/1.47.0", headers={"Accept": MT_MANIFEST})[2]
+    target_client.put_manifest(repo, tag, raw, MT_MANIFEST)  # a stand-in signature: any manifest will do
+    chosen = settings_from(target=rig.target.host, account=account, groups=("ddcr",), ca_cert=rig.tls.ca_cert)
+    settings = replace(chosen, env=rig.env)  # the target's credentials, as the CLI reads them
+    dst = settings.target.place(ImageRef.parse("harness/chaos-log-watcher:1.47.0"))
+    release = Catalog(bundled_dir()).load("1.47.0")
+
+    def verify(signature: ExtraTag) -> dict[str, object]:
+        expected = Expected({}, "", "not asked", extra_tags={dst: (signature,)})
+        result = verify_release(release, settings, expected=expected)
+        return next(v.to_json() for v in result.verdicts if v.check.dst == dst)
+
+    assert verify(ExtraTag(tag, "signature", held))["status"] == "ok"
+    wrong = "sha256:" + "3" * 64
+    assert [p["kind"] for p in verify(ExtraTag(tag, "signature", wrong))["problems"]] == ["wrong-digest"]
+    gone = verify(ExtraTag(tag + "x", "signature"))
+    assert gone["status"] == "missing" and gone["problems"][0]["what"] == "signature"

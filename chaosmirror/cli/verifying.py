@@ -64,6 +64,7 @@ def verify(releases: tuple[str, ...], *, report_path: Path | None, manifests: Pa
     the source unless --offline), each tag must also hold its digest. Exit code 0: all there; 1:
     something is missing or wrong (each image and what, a tag, a manifest, a blob and its size); 2:
     bad input."""
+    from chaosmirror.lifecycle import Run
     from chaosmirror.report import read_report
     from chaosmirror.verify import from_bundle, from_report, verify_release
 
@@ -88,7 +89,8 @@ def verify(releases: tuple[str, ...], *, report_path: Path | None, manifests: Pa
     elif info is not None:
         expected = from_bundle(info, settings.target)
     progress = Progress(sys.stderr)
-    result = verify_release(rel, settings, expected=expected, offline=offline, on_phase=progress.phase)
+    with Run() as run:  # a signal stops the check: what was not looked at is not judged
+        result = verify_release(rel, settings, expected=expected, offline=offline, run=run, on_phase=progress.phase)
     if output == "json":
         echo_json(result.to_json())
     _finish_run(result, report_path, summary_text=verify_table(result), err=output == "json")
@@ -108,6 +110,8 @@ def verify_table(result: Any) -> str:
     """One row per image, then each problem on its own line, then one line of totals."""
     from chaosmirror.report import table
 
+    if result.error and not result.verdicts:
+        return f"HCE {' + '.join(result.releases)} in {result.target}: not checked"
     several = len(result.releases) > 1
     rows = []
     for v in result.verdicts:
