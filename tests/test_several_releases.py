@@ -142,22 +142,30 @@ def test_a_bundle_of_two_releases_records_both_and_imports_verified(rig, chaosmi
     assert {name_of(i["destination"]): i["expected_digest"] for i in verified.report["images"]} == digests
 
 
-def test_mirror_report_dash_is_json_on_stdout_and_the_summary_on_stderr(rig, account, two_releases, tmp_path):
+def test_report_dash_is_json_on_stdout_and_the_summary_on_stderr(rig, account, two_releases, tmp_path):
     folder, _ = two_releases
-    args = ["mirror", OLD, "--manifests", str(folder), *rig.args(), "--account", account, "--group", "ddcr"]
-    run = CliRunner().invoke(cli, [*args, "--report", "-"], env=rig.env)
-    assert run.exit_code == 0, run.output
-    doc = json.loads(run.stdout)
-    validator("report").validate(doc)
-    assert doc["summary"]["copied"] == 2 and "2 copied" in run.stderr
+    options = ["--manifests", str(folder), *rig.args(), "--account", account, "--group", "ddcr"]
+
+    def json_out(*args: str, schema: str = "report", code: int = 0) -> dict[str, object]:
+        run = CliRunner().invoke(cli, list(args), env=rig.env)
+        assert run.exit_code == code, run.output
+        doc: dict[str, object] = json.loads(run.stdout)  # nothing but the document on stdout
+        validator(schema).validate(doc)
+        assert run.stderr.strip()  # the person's summary went to stderr
+        return doc
+
+    planned = json_out("plan", OLD, *options, "--report", "-")
+    assert planned["summary"] == json_out("plan", OLD, *options, "--output", "json")["summary"]
+    mirrored = json_out("mirror", OLD, *options, "--report", "-")
+    assert mirrored["summary"]["copied"] == 2
+    assert json_out("verify", OLD, *options, "--report", "-", schema="verify")["status"] == "complete"
+    assert json_out("verify", OLD, *options, "--output", "json", schema="verify")["status"] == "complete"
     one = tmp_path / "one.tar"
     source = ["--manifests", str(folder), "--group", "ddcr", "--source-mirror", f"docker.io={rig.source.host}"]
-    assert CliRunner().invoke(cli, ["bundle", "export", OLD, "-o", str(one), *source]).exit_code == 0
+    exported = json_out("bundle", "export", OLD, "-o", str(one), *source, "--report", "-")
+    assert exported["command"] == "bundle export" and exported["summary"]["copied"] == 2
     info = json.loads(CliRunner().invoke(cli, ["bundle", "ls", str(one), "--output", "json"]).stdout)
     validator("bundle").validate(info)
     assert info["format"] == 1 and "releases" not in info and "releases" not in info["images"][0]
-    verify = CliRunner().invoke(cli, ["verify", OLD, *args[2:], "--output", "json"], env=rig.env)
-    assert verify.exit_code == 0, verify.output
-    validator("verify").validate(json.loads(verify.stdout))
-    both = CliRunner().invoke(cli, ["verify", OLD, *args[2:], "--output", "json", "--report", "-"], env=rig.env)
+    both = CliRunner().invoke(cli, ["verify", OLD, *options, "--output", "json", "--report", "-"], env=rig.env)
     assert both.exit_code == 2 and "give one of them" in both.output
