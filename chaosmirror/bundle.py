@@ -60,6 +60,7 @@ class BundleImage:
     # and its import, can tell from the records alone whether a target holds the image.
     blobs: tuple[str, ...] = ()
     attached: tuple[Attachment, ...] = ()  # signatures, attestations, SBOMs, referrers it carries
+    releases: tuple[str, ...] = ()  # a bundle of several releases: those that need this image
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,19 @@ class BundleInfo:
     format: int = FORMAT
     id: str = ""  # split bundles: the id every part.json carries
     parts: tuple[PartEntry, ...] = ()  # split bundles: every part, 001 first
+    releases: tuple[str, ...] = ()  # a bundle of several releases: each of them (`release` joins them with +)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every release the bundle holds."""
+        return self.releases or (self.release,)
 
     def to_json(self) -> bytes:
         doc = asdict(self)
+        if not self.releases:  # written only for several releases, so a one-release bundle.json stays as it was
+            doc.pop("releases")
+            for image in [*doc["images"], *doc["unchanged"]]:
+                image.pop("releases")
         delta = {"since": doc.pop("since"), "unchanged": doc.pop("unchanged"), "base": doc.pop("base")}
         doc["delta"] = delta if self.since else None
         if not self.parts:
@@ -111,7 +122,7 @@ class BundleInfo:
             images = tuple(_image(i) for i in doc.pop("images"))
             unchanged = tuple(_image(i) for i in delta.get("unchanged", ()))
             parts = tuple(_part(p) for p in doc.pop("parts", ()))
-            for key in ("groups", "platforms"):
+            for key in ("groups", "platforms", "releases"):
                 doc[key] = tuple(doc.get(key, ()))
             info = cls(images=images, since=delta.get("since", ""), unchanged=unchanged, parts=parts,
                        base=str(delta.get("base", "")), **doc)  # fmt: skip
@@ -133,6 +144,7 @@ def _image(doc: dict[str, Any]) -> BundleImage:
     doc["archives"] = tuple(tuple(a) for a in doc.get("archives", ()))
     doc["blobs"] = tuple(check_digest(str(d)) for d in doc.get("blobs", ()))
     doc["attached"] = tuple(Attachment.from_json(a) for a in doc.get("attached", ()))
+    doc["releases"] = tuple(map(str, doc.get("releases", ())))
     check_digest(doc["digest"])
     ImageRef.parse(doc["source"])
     for archive in doc["archives"]:

@@ -28,7 +28,7 @@ from chaosmirror.layers import shared_layers
 from chaosmirror.layoutfiles import finish_archives, finish_oci, tree_size, write_blob
 from chaosmirror.lifecycle import Run
 from chaosmirror.manifest import DOCKER_LIST, Manifest, platform_children
-from chaosmirror.mirror import Event, Session, platforms_for
+from chaosmirror.mirror import Event, Session, label, platforms_for
 from chaosmirror.plan import Item, Observed, Selection, choose, collect_items, parts_of
 from chaosmirror.ref import ArchiveRef, ImageRef, LayoutRef
 from chaosmirror.registry import Registries
@@ -77,7 +77,7 @@ def _export(release: Release, settings: Settings, output: Path, *, kind: str, si
     work = output.with_name(f"{output.name}.parts")
     remove_stale(output.parent, prefix=f".{output.name}.")
     remove_stale(work / "bundle" / "blobs" / "sha256")
-    report = Report("bundle export", release.name, str(output))
+    report = label(Report("bundle export", release.name, str(output)), release, settings)
     items = collect_items(
         release.images(settings.groups, optional=settings.optional), UNPLACED, settings.source_mirrors
     )
@@ -124,10 +124,16 @@ def _export(release: Release, settings: Settings, output: Path, *, kind: str, si
         report.error = (f"{why}, so no bundle was written; what was downloaded is kept in {job.work} and "
                         "reused when you run the same command again")  # fmt: skip
         return report
+    several = len(release.names) > 1  # then bundle.json names each release, and those each image needs
+
+    def needs(image: fmt.BundleImage) -> fmt.BundleImage:
+        return replace(image, releases=report.needed_by.get(image.source, ())) if several else image
+
     info = fmt.BundleInfo(
-        kind, release.name, tuple(image for image, _ in exported), release.revision, fmt.now(),
+        kind, release.name, tuple(needs(image) for image, _ in exported), release.revision, fmt.now(),
         groups=settings.groups, platforms=tuple(map(str, settings.platforms)), since=since.name if since else "",
-        unchanged=tuple(unchanged.values()), base=since.label if since else "",
+        unchanged=tuple(needs(r) for r in unchanged.values()), base=since.label if since else "",
+        releases=release.names if several else (),
     )  # fmt: skip
     on_phase(f"writing {output}" + (f" in parts of at most {split_size} bytes" if split_size else ""))
     try:

@@ -30,7 +30,7 @@ from chaosmirror.lifecycle import Run
 from chaosmirror.mirror import Event, Session
 from chaosmirror.ref import ArchiveRef, ImageRef, Target
 from chaosmirror.registry import Registries, Registry
-from chaosmirror.release import Group, Image, Release, Source
+from chaosmirror.release import Group, Image, Release, Source, combine
 from chaosmirror.report import Entry, Report
 from chaosmirror.settings import Settings
 from chaosmirror.signatures import Attachment
@@ -84,7 +84,13 @@ def import_bundle(
         raise ChaosmirrorError("give the target registry with --to")
     bundle = locate(paths)
     info = bundle.info
-    report = Report("bundle import", info.release, ", ".join(map(str, places)))
+    report = Report(
+        "bundle import",
+        info.release,
+        ", ".join(map(str, places)),
+        releases=info.releases,
+        needed_by={i.source: i.releases for i in (*info.images, *info.unchanged) if i.releases},
+    )
     _remove_old_scratch(bundle, work_dir)
     on_phase(f"verifying {bundle.named}")
     problems = verify(bundle).problems
@@ -159,18 +165,21 @@ def _remove_old_scratch(bundle: Bundle, work_dir: Path | None) -> None:
             remove_stale(folder, prefix=f".{base}.", old_scratch=True)
 
 
-def bundle_release(info: fmt.BundleInfo) -> Release:
+def bundle_release(info: fmt.BundleInfo, name: str = "") -> Release:
     """The release a bundle holds, rebuilt from bundle.json: each image's `uses` names its group and
-    component, so the configuration of an import needs no release manifest at the air-gapped site."""
+    component, so the configuration of an import needs no release manifest at the air-gapped site.
+    A bundle of several releases gives them all as one (`release.combine`); `name` picks one of them."""
+    if info.releases and not name:
+        return combine(bundle_release(info, release) for release in info.releases)
     groups: dict[str, list[Image]] = {}
     for image in (*info.images, *info.unchanged):
         ref = ImageRef.parse(image.source)
-        for use in image.uses:
+        for use in image.uses if not name or name in image.releases else ():
             group, _, component = use.partition("/")
             groups.setdefault(group, []).append(Image(group, component, ref, "bundle"))
     source = Source("bundle", f"the chaosmirror bundle of HCE {info.release} ({info.created})")
-    return Release(info.release, info.revision, {"bundle": source},
-                   {name: Group(name, "bundle", tuple(images)) for name, images in groups.items()})  # fmt: skip
+    return Release(name or info.release, info.revision, {"bundle": source},
+                   {group: Group(group, "bundle", tuple(images)) for group, images in groups.items()})  # fmt: skip
 
 
 @dataclass

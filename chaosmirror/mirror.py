@@ -296,7 +296,8 @@ def mirror_release(
     `error`, with every image marked failed; a stop (`run`) leaves what did not finish
     `interrupted`. Two sources colliding at the target raise PlanConflict, with the report's error set."""
     assert settings.target is not None
-    report = report or Report("plan" if dry_run else "mirror", release.name, str(settings.target))
+    report = label(report or Report("plan" if dry_run else "mirror", release.name, str(settings.target)), release,
+                   settings)  # fmt: skip
     items = collect_items(
         release.images(settings.groups, optional=settings.optional), settings.target, settings.source_mirrors
     )
@@ -322,6 +323,15 @@ def mirror_release(
     if run.stopped:
         report.interrupted = run.reason
         report.signal = run.signal or 0
+    return report
+
+
+def label(report: Report, release: Release, settings: Settings) -> Report:
+    """Name on `report` the releases of the run (several, for a `combine`d release) and which of them
+    need each image."""
+    report.releases = release.names
+    needed = release.needed_by(settings.groups, optional=settings.optional)
+    report.needed_by = {str(ref): names for ref, names in needed.items()}
     return report
 
 

@@ -135,6 +135,16 @@ class Registry:
             self._expect(resp, 200, f"look up {digest} in {ref.repository}")
         return resp.status == 200
 
+    def blob_size(self, ref: ImageRef, digest: str) -> int | None:
+        """The size of a blob `ref`'s repository holds (one HEAD, read access only); None when it
+        lacks it, -1 when the registry holds it without saying its size."""
+        resp = self.request("HEAD", f"/v2/{ref.repository}/blobs/{digest}", scope=self._scope(ref))
+        if resp.status == 404:
+            return None
+        self._expect(resp, 200, f"look up {digest} in {ref.repository}")
+        length = resp.headers.get("content-length", "")
+        return int(length) if length.isdigit() else -1
+
     def open_blob(self, ref: ImageRef, digest: str) -> BinaryIO:
         """A stream of the blob's bytes (close it when done); a break while reading is a transient
         RegistryError, so whoever reads it retries by opening it again."""

@@ -65,6 +65,20 @@ class Release:
     groups: dict[str, Group]
     notes: str = ""
     path: Path | None = field(default=None, compare=False)
+    parts: tuple[Release, ...] = field(default=(), compare=False, repr=False)  # what `combine` joined
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The releases this one stands for: itself, or each release `combine` joined, oldest first."""
+        return tuple(p.name for p in self.parts) or (self.name,)
+
+    def needed_by(self, groups: Iterable[str] = (), *, optional: bool = True) -> dict[ImageRef, tuple[str, ...]]:
+        """Which of `names` need each image of the chosen groups."""
+        out: dict[ImageRef, dict[str, None]] = {}
+        for part in self.parts or (self,):
+            for image in part.images(groups, optional=optional):
+                out.setdefault(image.ref, {})[part.name] = None
+        return {ref: tuple(names) for ref, names in out.items()}
 
     def images(self, groups: Iterable[str] = (), *, optional: bool = True) -> list[Image]:
         """Images of the chosen groups (all when none are chosen), in manifest order; without the
@@ -93,6 +107,40 @@ class Release:
 def version_key(name: str) -> tuple[int, ...]:
     match = _VERSION_RE.match(name)
     return tuple(int(x) for x in match.groups()) if match else (-1,)
+
+
+def combine(releases: Iterable[Release]) -> Release:
+    """Several releases as one, named like `1.93.0+1.94.4`: per group, every image of each release
+    once, oldest release first (so where several list a component, the newest one's image comes
+    last, the one `config` writes); required when any release requires it. One release is itself."""
+    chosen = sorted({r.name: r for r in releases}.values(), key=lambda r: version_key(r.name))
+    if len(chosen) == 1:
+        return chosen[0]
+    if not chosen:
+        raise ManifestError("name at least one release")
+    sources: dict[str, Source] = {}
+    images: dict[str, dict[tuple[ImageRef, str], Image]] = {}
+    notes: dict[str, list[str]] = {}
+    for rel in chosen:
+        keys: dict[str, str] = {}
+        for key, source in rel.sources.items():
+            keys[key] = key if sources.get(key, source) == source else f"{key}@{rel.name}"
+            sources[keys[key]] = dataclasses.replace(source, key=keys[key])
+        for name, group in rel.groups.items():
+            if group.note:
+                notes.setdefault(name, []).append(f"{rel.name}: {group.note}")
+            listed = images.setdefault(name, {})
+            for image in group.images:
+                seen = listed.get((image.ref, image.component))
+                if seen is None or (seen.optional and not image.optional):
+                    listed[(image.ref, image.component)] = dataclasses.replace(image, source=keys[image.source])
+    groups = {
+        name: Group(name, next(iter(listed.values())).source if listed else "", tuple(listed.values()),
+                    "; ".join(notes.get(name, [])))
+        for name, listed in sorted(images.items(), key=lambda kv: GROUPS.index(kv[0]))
+    }  # fmt: skip
+    return Release("+".join(r.name for r in chosen), max(r.revision for r in chosen), sources, groups,
+                   "\n\n".join(f"{r.name}: {r.notes}" for r in chosen if r.notes), parts=tuple(chosen))  # fmt: skip
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -314,6 +362,10 @@ class Catalog:
 
     def load(self, name: str) -> Release:
         return load_release(self._files[self.resolve(name)])
+
+    def load_many(self, names: Iterable[str]) -> Release:
+        """Several releases as one (`combine`); a single name gives that release itself."""
+        return combine(self.load(name) for name in names)
 
     def load_all(self) -> list[Release]:
         return [load_release(self._files[n]) for n in self.names()]

@@ -1,8 +1,8 @@
 """The result of a run: one entry per image, a JSON envelope for CI, and the summary table.
 
-The JSON is versioned (`"format": 1`) and says overall whether the run succeeded, partly failed,
-failed before copying, or was interrupted (a signal stopped it; the images it did not finish say
-`interrupted`). It never holds a credential: entries carry references, digests and
+The JSON is versioned (`"format": 1`, docs/json-output.md) and says overall whether the run
+succeeded, partly failed, failed before copying, or was interrupted (a signal stopped it; the images
+it did not finish say `interrupted`). It never holds a credential: entries carry references, digests and
 messages that were already scrubbed.
 """
 
@@ -13,13 +13,16 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from chaosmirror import __version__
+from chaosmirror.errors import ChaosmirrorError, RefError
+from chaosmirror.ref import ImageRef, check_digest
 from chaosmirror.signatures import Attachment
 
 Status = Literal["copied", "skipped", "failed", "planned", "interrupted"]
 FORMAT = 1
+HELD = ("copied", "skipped")  # entries whose digest is what the target holds at the tag
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,36 @@ class Entry:
         return doc
 
 
+class Outcome:
+    """How a run ended, for its JSON `status` and its exit code: interrupted by a signal (128 + N),
+    stopped by an `error` (1), or done, with (1) or without (0) some image failing."""
+
+    interrupted: str
+    error: str
+    signal: int
+    DONE = ("success", "partial")  # the status when nothing failed, and when something did
+
+    @property
+    def failed_any(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def status(self) -> str:
+        if self.interrupted:
+            return "interrupted"
+        if self.error:
+            return "error"
+        return self.DONE[1] if self.failed_any else self.DONE[0]
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 128 + self.signal if self.signal else 130
+        return 1 if self.error or self.failed_any else 0
+
+
 @dataclass
-class Report:
+class Report(Outcome):
     command: str
     release: str
     target: str
@@ -82,23 +113,15 @@ class Report:
     started: float = field(default_factory=time.time)
     finished: float = 0.0
     notes: list[str] = field(default_factory=list)  # what the run noticed on the way (retries, downgrades)
+    releases: tuple[str, ...] = ()  # several releases in one run (`release` then joins them with +)
+    needed_by: dict[str, tuple[str, ...]] = field(default_factory=dict)  # source -> the releases that need it
 
     def count(self, status: str) -> int:
         return sum(1 for e in self.entries if e.status == status)
 
     @property
-    def status(self) -> str:
-        if self.interrupted:
-            return "interrupted"
-        if self.error:
-            return "error"
-        return "partial" if self.count("failed") else "success"
-
-    @property
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return 128 + self.signal if self.signal else 130
-        return 1 if self.error or self.count("failed") else 0
+    def failed_any(self) -> bool:
+        return bool(self.count("failed"))
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -106,26 +129,61 @@ class Report:
             "tool": f"chaosmirror {__version__}",
             "command": self.command,
             "release": self.release,
+            "releases": list(self.releases or (self.release,)),
             "target": self.target,
             "engine": self.engine,
             "status": self.status,
             "error": self.error or self.interrupted or None,
-            "started": _iso(self.started),
-            "finished": _iso(self.finished or time.time()),
+            "started": iso(self.started),
+            "finished": iso(self.finished or time.time()),
             "seconds": round((self.finished or time.time()) - self.started, 3),
             "summary": {s: self.count(s) for s in ("copied", "skipped", "failed", "planned", "interrupted")},
             "notes": list(self.notes),
-            "images": [e.to_json() for e in self.entries],
+            "images": [{**e.to_json(), "releases": list(self.needed(e))} for e in self.entries],
         }
 
+    def needed(self, entry: Entry) -> tuple[str, ...]:
+        """The releases of the run that need `entry`'s image."""
+        return self.needed_by.get(entry.source) or self.releases or (self.release,)
+
     def write(self, path: Path) -> None:
-        """Write atomically, so a reader never sees half a report."""
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
-        tmp.replace(path)
+        write_json(path, self.to_json())
 
 
-def _iso(stamp: float) -> str:
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write atomically, so a reader never sees half a report."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """A JSON report that a run wrote with `--report FILE`, checked to be one (ChaosmirrorError if not)."""
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as exc:
+        raise ChaosmirrorError(f"cannot read the report {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ChaosmirrorError(f"{path} is not a chaosmirror report (not JSON: {exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("images"), list):
+        raise ChaosmirrorError(f"{path} is not a chaosmirror report (format {FORMAT}) written by `mirror --report`")
+    return doc
+
+
+def held_digests(doc: dict[str, Any], path: Path) -> dict[ImageRef, str]:
+    """Destination -> digest of every image the run of report `doc` copied or found already there."""
+    digests: dict[ImageRef, str] = {}
+    for entry in doc["images"]:
+        if not isinstance(entry, dict) or entry.get("status") not in HELD or not entry.get("digest"):
+            continue
+        try:
+            digests[ImageRef.parse(str(entry["destination"]))] = check_digest(str(entry["digest"]))
+        except (KeyError, RefError) as exc:
+            raise ChaosmirrorError(f"{path}: a broken image entry ({exc})") from None
+    return digests
+
+
+def iso(stamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 

@@ -6,6 +6,7 @@ function, and renders.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -63,6 +64,11 @@ def manifests_option(f: F) -> F:
         show_envvar=True,
         help="Read release manifests from DIR instead of the bundled ones.",
     )(f)
+
+
+def releases_argument(f: F) -> F:
+    """RELEASE...: one release or several (their images together, each image once)."""
+    return click.argument("releases", nargs=-1, required=True, metavar="RELEASE...")(f)
 
 
 def catalog(manifests: Path | None) -> Catalog:
@@ -130,8 +136,9 @@ RUN_OPTIONS: list[Callable[[F], F]] = [
     click.option("--jobs", "-j", type=click.IntRange(1, 64),
                  help="Copies at the same time (default: 16, or 32 for a far target, one whose round trip "
                       "takes over 15 ms: there each copy mostly waits)."),
-    click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
-                 help="Write a JSON report (one entry per image) to FILE."),
+    click.option("--report", "report_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+                 help="Write a JSON report (one entry per image) to FILE; `-`: to stdout, and the summary to "
+                      "stderr."),
     click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
                  help="Skip TLS verification (or use plain HTTP) for HOST. Loopback registries may be plain "
                       "HTTP without it."),
@@ -199,9 +206,18 @@ def settings_from(
     )
 
 
+def to_stdout(report_path: Path | None) -> bool:
+    """`--report -`: the JSON report goes to stdout, so everything meant for a person goes to stderr."""
+    return report_path is not None and str(report_path) == "-"
+
+
+def echo_json(doc: dict[str, Any]) -> None:
+    click.echo(json.dumps(doc, indent=2))
+
+
 def check_report_path(path: Path | None) -> None:
     """Refuse, before anything is copied, a --report FILE that could not be written at the end."""
-    if path is None:
+    if path is None or to_stdout(path):
         return
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
@@ -214,7 +230,9 @@ def check_report_path(path: Path | None) -> None:
 
 
 def write_report(report: Any, report_path: Path | None) -> None:
-    if report_path:
+    if to_stdout(report_path):
+        echo_json(report.to_json())
+    elif report_path:
         try:
             report.write(report_path)
         except OSError as exc:
@@ -222,13 +240,14 @@ def write_report(report: Any, report_path: Path | None) -> None:
 
 
 def _finish_run(report: Any, report_path: Path | None = None, *, after: Callable[[], None] | None = None,
-                summary_text: str | None = None) -> None:  # fmt: skip
-    """Print the summary, run `after` (e.g. --config-out), exit with the run's code; write the
-    report first if `report_path` is given (commands that wrote it already pass None)."""
+                summary_text: str | None = None, err: bool = False) -> None:  # fmt: skip
+    """Print the summary (on stderr with `err`: the JSON report went to stdout), run `after` (e.g.
+    --config-out), exit with the run's code; write the report first if `report_path` is given
+    (commands that wrote it already pass None)."""
     from chaosmirror.report import summary
 
     write_report(report, report_path)
-    click.echo(summary(report) if summary_text is None else summary_text)
+    click.echo(summary(report) if summary_text is None else summary_text, err=err or to_stdout(report_path))
     if report.interrupted:
         click.echo(f"Error: {report.interrupted}", err=True)
         sys.exit(report.exit_code)  # 128 + the signal

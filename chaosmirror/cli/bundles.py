@@ -20,7 +20,10 @@ from chaosmirror.cli.app import (
     catalog,
     check_report_path,
     cli,
+    output_option,
+    releases_argument,
     settings_from,
+    to_stdout,
     with_options,
     write_report,
 )
@@ -44,7 +47,7 @@ def bundle() -> None:
 
 
 @bundle.command("export")
-@click.argument("release")
+@releases_argument
 @click.option(
     "-o",
     "--output",
@@ -81,13 +84,15 @@ def bundle() -> None:
     help="With --split-size: give a blob larger than SIZE a part of its own instead of stopping.",
 )
 @with_options(SOURCE_OPTIONS, RUN_OPTIONS)
-def bundle_export(*, release: str, output: Path, kind: str, since: str | None, split_size: str | None,
+def bundle_export(*, releases: tuple[str, ...], output: Path, kind: str, since: str | None, split_size: str | None,
                   allow_oversize_blob: bool, report_path: Path | None, manifests: Path | None,
                   **options: Any) -> None:  # fmt: skip
-    """Write every image of RELEASE into one bundle file (or parts), with bundle.json and SHA256SUMS.
+    """Write every image of RELEASE... into one bundle file (or parts), with bundle.json and SHA256SUMS.
 
-    The bundle is written under a temporary name and renamed only when complete; an interrupted
-    export resumes when you run the same command again. Two exports to the same -o at once are refused."""
+    Several releases make one bundle holding each of their images once; bundle.json names every
+    release and which of them need each image. The bundle is written under a temporary name and
+    renamed only when complete; an interrupted export resumes when you run the same command again.
+    Two exports to the same -o at once are refused."""
     from chaosmirror.exporter import export_release
     from chaosmirror.lifecycle import Run
     from chaosmirror.split import parse_size
@@ -97,7 +102,7 @@ def bundle_export(*, release: str, output: Path, kind: str, since: str | None, s
         raise BadInput("--allow-oversize-blob is used with --split-size SIZE")
     size = parse_size(split_size) if split_size else None
     cat = catalog(manifests)
-    rel = cat.load(release)
+    rel = cat.load_many(releases)
     base = _base(cat, since) if since else None
     progress = Progress(sys.stderr)
     with Run():
@@ -105,7 +110,7 @@ def bundle_export(*, release: str, output: Path, kind: str, since: str | None, s
                                 allow_oversize=allow_oversize_blob, on_phase=progress.phase,
                                 on_event=progress.event)  # fmt: skip
         write_report(report, report_path)
-    _finish_run(report, None)
+    _finish_run(report, None, err=to_stdout(report_path))
 
 
 def _base(cat: Any, since: str) -> Any:
@@ -145,30 +150,40 @@ def bundle_verify(files: tuple[Path, ...]) -> None:
     assert info is not None
     parts = f" in {len(info.parts)} parts" if info.parts else ""
     click.echo(
-        f"{named}: intact, {checked.verified.checked} files checked{parts}; HCE {info.release}, {len(info.images)} "
+        f"{named}: intact, {checked.verified.checked} files checked{parts}; HCE {' + '.join(info.names)}, "
+        f"{len(info.images)} "
         "images" + (f" (a delta on {info.since})" if info.since else "")
     )
 
 
 @bundle.command("ls")
 @FILES
-@click.option("--json", "as_json", is_flag=True, help="Print bundle.json as it is.")
-def bundle_ls(files: tuple[Path, ...], as_json: bool) -> None:
-    """List what a bundle holds: release, images, platforms, sizes (and its parts)."""
+@output_option("table", "json")
+@click.option("--json", "as_json", is_flag=True, help="The same as --output json (kept for older scripts).")
+def bundle_ls(files: tuple[Path, ...], output: str, as_json: bool) -> None:
+    """List what a bundle holds: releases, images, platforms, sizes (and its parts).
+
+    --output json prints bundle.json itself: its `format` is the bundle's (docs/bundles.md)."""
     from chaosmirror.bundleset import read_info
     from chaosmirror.report import human_size, table
 
     info = read_info(list(files))
-    if as_json:
+    if as_json or output == "json":
         click.echo(info.to_json().decode(), nl=False)
         return
     click.echo(
-        f"HCE {info.release} (revision {info.revision}), {info.kind} bundle written {info.created} by "
+        f"HCE {' + '.join(info.names)} (revision {info.revision}), {info.kind} bundle written {info.created} by "
         f"{info.tool}" + (f"; a delta on {info.since}" if info.since else "")
     )
-    rows = [[i.name, ", ".join(i.platforms) or "-", human_size(i.size), i.digest[7:19], i.source] for i in info.images]
-    rows += [[i.name, "(in the base)", "-", i.digest[7:19], i.source] for i in info.unchanged]
-    click.echo(table(rows, ["IMAGE", "PLATFORMS", "SIZE", "DIGEST", "SOURCE"]))
+    several = bool(info.releases)
+
+    def row(i: Any, platforms: str, size: str) -> list[str]:
+        return [i.name, platforms, size, i.digest[7:19], *([", ".join(i.releases) or "-"] if several else []),
+                i.source]  # fmt: skip
+
+    rows = [row(i, ", ".join(i.platforms) or "-", human_size(i.size)) for i in info.images]
+    rows += [row(i, "(in the base)", "-") for i in info.unchanged]
+    click.echo(table(rows, ["IMAGE", "PLATFORMS", "SIZE", "DIGEST", *(["RELEASES"] if several else []), "SOURCE"]))
     if info.parts:
         click.echo("")
         click.echo(table([[p.name, human_size(p.size), p.sha256[:12] or "-", str(len(p.images))] for p in info.parts],
@@ -218,6 +233,7 @@ def bundle_import(files: tuple[Path, ...], *, targets: tuple[str, ...], account:
 
     def write_config() -> None:
         if config is not None:
-            config_after_run(config, bundle_release(read_info(list(files))), settings, report, dry_run=False)
+            config_after_run(config, bundle_release(read_info(list(files))), settings, report, dry_run=False,
+                             err=to_stdout(report_path))  # fmt: skip
 
-    _finish_run(report, None, after=write_config)
+    _finish_run(report, None, after=write_config, err=to_stdout(report_path))

@@ -7,7 +7,16 @@ from typing import Any
 
 import click
 
-from chaosmirror.cli.app import BadInput, F, catalog, cli, group_option, manifests_option, optional_option
+from chaosmirror.cli.app import (
+    BadInput,
+    F,
+    catalog,
+    cli,
+    group_option,
+    manifests_option,
+    optional_option,
+    releases_argument,
+)
 from chaosmirror.emit.model import SOURCE_POLICIES
 from chaosmirror.release import Release
 
@@ -86,18 +95,23 @@ def config_out_params() -> list[click.Parameter]:
     return [click.Option(list(decls), **attrs) for decls, attrs in (CONFIG_OUT, *CONFIG_OPTIONS)]
 
 
-def write_registry_config(rel: Release, target: Any, output: Path, **options: Any) -> None:
-    """Gather, render and write the configuration; list the files written (never what is in them)."""
+def write_registry_config(rel: Release, target: Any, output: Path, *, err: bool = False, **options: Any) -> None:
+    """Gather, render and write the configuration; list the files written (never what is in them),
+    on stderr with `err` (stdout holds a JSON report)."""
     from chaosmirror.emit import render_config
     from chaosmirror.emit.folder import write_config
     from chaosmirror.emit.inputs import gather
 
     files = render_config(gather(rel, target, **options))
     paths = write_config(files, output)
-    click.echo(f"wrote the registry configuration of HCE {rel.name} on {target} to {output}:")
+    click.echo(f"wrote the registry configuration of HCE {' + '.join(rel.names)} on {target} to {output}:", err=err)
     for rendered, path in zip(files, paths, strict=True):
-        click.echo(f"  {path}" + ("  (mode 0600: it holds the registry password)" if rendered.secret else ""))
-    click.echo(f"next: {output / 'NEXT-STEPS.md'}")
+        click.echo(f"  {path}" + ("  (mode 0600: it holds the registry password)" if rendered.secret else ""), err=err)
+    if len(rel.names) > 1:
+        click.echo(f"the node and registry files cover every image of {', '.join(rel.names)}; the Helm values and "
+                   f"the experiment step container are those of the newest, {rel.names[-1]} (for another, run "
+                   "`chaosmirror config` with that release alone)", err=err)  # fmt: skip
+    click.echo(f"next: {output / 'NEXT-STEPS.md'}", err=err)
 
 
 def pop_config_out(options: dict[str, Any]) -> dict[str, Any] | None:
@@ -124,7 +138,8 @@ def pop_config_out(options: dict[str, Any]) -> dict[str, Any] | None:
     return taken
 
 
-def config_after_run(config: dict[str, Any], rel: Release, settings: Any, report: Any, *, dry_run: bool) -> None:
+def config_after_run(config: dict[str, Any], rel: Release, settings: Any, report: Any, *, dry_run: bool,
+                     err: bool = False) -> None:  # fmt: skip
     """--config-out: once every image is in the target, write the configuration pinned to the digests
     the run saw there (copied or already present). For `mirror`, and `bundle import`."""
     from chaosmirror.emit.inputs import digests_from_entries
@@ -142,6 +157,7 @@ def config_after_run(config: dict[str, Any], rel: Release, settings: Any, report
         rel if settings.optional else rel.without_optional(),
         settings.target,
         output,
+        err=err,
         groups=settings.groups,
         insecure=settings.insecure,
         ca_file=settings.ca_file,
@@ -152,13 +168,13 @@ def config_after_run(config: dict[str, Any], rel: Release, settings: Any, report
 
 
 @cli.command()
-@click.argument("release")
+@releases_argument
 @click.option(
     "--to",
     "target",
     required=True,
     metavar="HOST[:PORT][/PATH]",
-    help="The registry RELEASE was mirrored to (HCE's registry server).",
+    help="The registry RELEASE... was mirrored to (HCE's registry server).",
 )
 @click.option(
     "--account",
@@ -202,7 +218,7 @@ def config_after_run(config: dict[str, Any], rel: Release, settings: Any, report
     help="Write the files into DIR (created if needed).",
 )
 def config(
-    release: str,
+    releases: tuple[str, ...],
     *,
     target: str,
     account: str,
@@ -214,20 +230,21 @@ def config(
     output: Path,
     **options: Any,
 ) -> None:
-    """Write the registry configuration that goes with RELEASE mirrored to the target.
+    """Write the registry configuration that goes with RELEASE... mirrored to the target.
 
     HCE's image-registry setting (Terraform, GraphQL request body, plain YAML), the pull Secret
     (with --secret-name, when credentials are found; mode 0600), Helm values for the dedicated
     chaos infrastructure, the experiment step container; the node files that serve the original
     docker.io names from the mirror (CRI-O/Podman registries.conf, containerd hosts.toml, RKE2/K3s
     registries.yaml, Docker daemon.json), OpenShift's ImageTagMirrorSet / ImageDigestMirrorSet and CA
-    ConfigMap; and NEXT-STEPS.md: what to apply where, in order."""
+    ConfigMap; and NEXT-STEPS.md: what to apply where, in order. With several releases the node
+    and registry files cover the images of all of them; the Helm values are the newest one's."""
     from chaosmirror.emit.inputs import load_report_digests
     from chaosmirror.ref import Target
 
     if pin_digests != (report_path is not None):
         raise BadInput("--pin-digests and --report FILE (the JSON report of the mirror run) go together")
-    rel = catalog(manifests).load(release)
+    rel = catalog(manifests).load_many(releases)
     rel = rel if optional else rel.without_optional()
     digests = load_report_digests(report_path, rel) if report_path else None
     write_registry_config(

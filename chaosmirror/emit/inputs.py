@@ -6,19 +6,16 @@ as `mirror`), and asks the target once whether it speaks TLS when that is not kn
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from chaosmirror.auth import find_credential
 from chaosmirror.emit.model import ConfigError, ConfigRequest, Scope, SourcePolicy, Transport
-from chaosmirror.errors import RefError, RegistryError
-from chaosmirror.ref import ImageRef, Target, check_digest, is_loopback
+from chaosmirror.errors import ChaosmirrorError, RegistryError
+from chaosmirror.ref import ImageRef, Target, is_loopback
 from chaosmirror.registry import Registries
 from chaosmirror.release import Release
-from chaosmirror.report import FORMAT, Entry
-
-HELD = ("copied", "skipped")  # entries whose digest is what the target holds at the tag
+from chaosmirror.report import HELD, Entry, held_digests, read_report
 
 
 def digests_from_entries(entries: Iterable[Entry]) -> dict[ImageRef, str]:
@@ -27,26 +24,18 @@ def digests_from_entries(entries: Iterable[Entry]) -> dict[ImageRef, str]:
 
 
 def load_report_digests(path: Path, release: Release) -> dict[ImageRef, str]:
-    """Destination -> digest from a JSON report that `mirror --report` wrote for `release`."""
+    """Destination -> digest from a JSON report that `mirror --report` wrote for `release` (or for
+    several releases, `release` among them)."""
     try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read the report {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ConfigError(f"{path} is not a chaosmirror report (not JSON: {exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("images"), list):
-        raise ConfigError(f"{path} is not a chaosmirror report (format {FORMAT}) written by `mirror --report`")
-    if doc.get("release") != release.name:
-        raise ConfigError(f"{path} is the report of release {doc.get('release')!r}, not {release.name}")
-    digests: dict[ImageRef, str] = {}
-    for entry in doc["images"]:
-        if not isinstance(entry, dict) or entry.get("status") not in HELD or not entry.get("digest"):
-            continue
-        try:
-            digests[ImageRef.parse(str(entry["destination"]))] = check_digest(str(entry["digest"]))
-        except (KeyError, RefError) as exc:
-            raise ConfigError(f"{path}: a broken image entry ({exc})") from None
-    return digests
+        doc = read_report(path)
+        ran = doc.get("releases") or [doc.get("release")]  # format 1 reports before several releases per run
+        if not isinstance(ran, list) or any(name not in ran for name in release.names):
+            raise ConfigError(f"{path} is the report of release {doc.get('release')!r}, not {release.name}")
+        return held_digests(doc, path)
+    except ConfigError:
+        raise
+    except ChaosmirrorError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def read_ca(path: Path) -> str:
