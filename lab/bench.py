@@ -469,6 +469,11 @@ class Bench:
                                  capture_output=True, check=True).stdout  # fmt: skip
         old.mkdir()
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        old_tar = media / "old.tar"  # the baseline reads only the bundle.json of its own time: its own export
+        exported = subprocess.run([*export, "-o", str(old_tar)], cwd=old, env=self.env, capture_output=True, text=True,
+                                  check=False)  # fmt: skip
+        if exported.returncode != 0:
+            raise SystemExit(f"bench: the {baseline} export failed:\n{exported.stderr[-3000:]}")
         layout = scratch / "layout"
         auth = self.folder / f"auth-{target.replace(':', '_')}.json"
         copy = f"skopeo copy -q --all --preserve-digests --dest-cert-dir={self.certs} --dest-authfile={auth}"
@@ -481,7 +486,7 @@ class Bench:
         runs: dict[str, tuple[list[str], Path | None]] = {  # argv, and the folder to run it in
             "chaosmirror, one file": ([*importing, str(tar)], None),
             f"chaosmirror, {count} parts of 64 MB": ([*importing, str(parts)], None),
-            f"chaosmirror {baseline} (extract, then push)": ([*importing, str(tar)], old),
+            f"chaosmirror {baseline} (extract, then push)": ([*importing, str(old_tar)], old),
             "tar -xf + xargs -P 8 skopeo copy": (["sh", "-c", untar], None),
         }
         self.tools(target)  # writes the auth file skopeo reads
@@ -492,7 +497,7 @@ class Bench:
                 shutil.rmtree(scratch, ignore_errors=True)
                 scratch.mkdir()
                 self.empty_target()
-                own = {tar.name, *(p.name for p in parts.parent.iterdir())}
+                own = {tar.name, old_tar.name, *(p.name for p in parts.parent.iterdir())}
                 seconds, peak = self._sampled(argv, cwd, [media, scratch], own, scratch)
                 got[name]["import"].append(seconds)
                 got[name]["scratch"].append(peak / 1e6)
