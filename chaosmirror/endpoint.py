@@ -40,10 +40,6 @@ class Endpoint:
         return files
 
 
-def ssl_context(endpoint: Endpoint) -> ssl.SSLContext:
-    return trust_for(endpoint.host, insecure=endpoint.insecure, ca_file=endpoint.ca_file)
-
-
 def trust_for(host: str, *, insecure: bool = False, ca_file: Path | None = None) -> ssl.SSLContext:
     """The TLS context for `host`: no verification if insecure, else the system CAs, --ca-cert and
     the host's folder in the certs.d folders that skopeo and Docker read."""

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +218,10 @@ class _Export:
     on_event: Callable[[Event], None]
     cache: ManifestCache
     on_phase: Callable[[str], None] = lambda message: None
+    finder: Finder = field(init=False)  # one per export: each repository's tags are listed once
+
+    def __post_init__(self) -> None:
+        self.finder = Finder(self.registries, self.cache)
 
     def _each(self, items: list[Item],
               one: Callable[[Item], tuple[fmt.BundleImage, str]]) -> list[tuple[fmt.BundleImage, Entry]]:  # fmt: skip
@@ -335,7 +339,7 @@ class _Export:
         if not self.settings.signatures:
             return ()
         assert isinstance(item.pull, ImageRef)
-        found = Finder(self.registries, self.cache).find(item.pull, subjects)
+        found = self.finder.find(item.pull, subjects)
         for one in found:
             assert one.manifest is not None
             for blob in one.manifest.stored_blobs():

@@ -13,7 +13,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from chaosmirror import signatures
@@ -175,19 +175,25 @@ def run(
     on_event: Callable[[Event], None] = lambda e: None,
     on_phase: Callable[[str], None] = lambda m: None,
     on_bytes: Callable[[int], None] | None = None,
+    carrier: signatures.Carrier | None = None,
 ) -> list[Entry]:
     """Run every copy of `plan`; a failed image is an entry, never an exception. Entries in plan
     order. When the run stops (registries.run), no new copy starts and what did not finish is
     `interrupted`. An image that is the same as another's (`twin`) takes that one's outcome. With
-    `staging`, a copy whose blobs are all in the target reads its manifests from a local folder."""
+    `staging`, a copy whose blobs are all in the target reads its manifests from a local folder.
+    With `carrier`, what is attached to each image travels as soon as the image is in (or at once,
+    for an image already there), beside the copies still running."""
     stop = registries.run
     emit = _quiet(on_event)
     results: dict[int, Entry] = {}
+    attached: dict[int, Future[Entry]] = {}
     for i, action in enumerate(plan.actions):
         if action.kind != "copy" and action.twin is None:
             status: Status = "skipped" if action.kind == "skip" else "failed"
             results[i] = entry_for(action, status, error=action.reason if status == "failed" else "")
             emit(Event("done", action, results[i]))
+            if carrier is not None:
+                attached[i] = carrier.submit(action, results[i])
     by_action = {id(a): tasks_for(a, split=split) for a in plan.actions if a.kind == "copy"}
     tasks = [t for ts in by_action.values() for t in ts]
     progress = {key: _Progress(len(ts), ts[0].dst != ts[0].action.item.dst) for key, ts in by_action.items()}
@@ -249,6 +255,8 @@ def run(
                 with lock:
                     results[position[id(task.action)]] = entry
                 emit(Event("done", task.action, entry))
+                if carrier is not None:
+                    attached[position[id(task.action)]] = carrier.submit(task.action, entry)
 
     workers = max(1, min(jobs, len(tasks)))
     try:
@@ -267,6 +275,8 @@ def run(
         if action.twin is not None:
             results[i] = twin_entry(action, index.get(action.twin))
             emit(Event("done", action, results[i]))
+    for i, carried in attached.items():
+        results[i] = carried.result()
     return [results[i] for i in range(len(plan.actions))]
 
 
@@ -343,7 +353,7 @@ def _mirror(items: list[Item], report: Report, *, settings: Settings, registries
     on_phase(f"checking {len(items)} images in the source and in {settings.target.host}")
     # Far targets (slow round trips) gain from copying an index's platforms in parallel;
     # near ones are CPU-bound, and one process per image costs less.
-    far = check_target(registries, settings.target.host) >= FAR_SECONDS
+    far = check_target(registries, settings.target.host, FAR_SECONDS) >= FAR_SECONDS
     cache = ManifestCache.from_env(settings.env)
 
     def note(message: str) -> None:
@@ -362,21 +372,26 @@ def _mirror(items: list[Item], report: Report, *, settings: Settings, registries
         report.entries = [planned_entry(a) for a in plan.actions]
         return
     on_phase(f"copying {plan.count('copy')} images, {plan.count('skip')} already there")
+    if settings.signatures and engine.exact:
+        on_phase("with each image, the signatures, attestations, SBOMs and referrers stored next to it")
     staging = Staging(_config_reader(registries, cache)) if engine.stages else None
+    jobs = settings.workers(far=far)
+    # Signatures travel beside the copies (a skopeo engine keeps digests); through the Docker
+    # engine, which pushes new digests, they are only looked up, once the copies are done.
+    carrier = signatures.Carrier(registries, cache, copy=True, jobs=min(jobs, 8)) if (
+        settings.signatures and engine.exact) else None  # fmt: skip
     try:
-        entries = run(plan, engine, registries, jobs=settings.workers(far=far), split=far, seed_all=engine.exact,
-                      staging=staging, on_event=on_event, on_phase=on_phase, on_bytes=on_bytes)  # fmt: skip
+        entries = run(plan, engine, registries, jobs=jobs, split=far, seed_all=engine.exact, staging=staging,
+                      on_event=on_event, on_phase=on_phase, on_bytes=on_bytes, carrier=carrier)  # fmt: skip
     finally:
+        if carrier is not None:
+            carrier.close()
         if staging is not None:
             staging.close()
     if not engine.exact:
         entries = [replace(e, left_out=docker_left_out(observed[a.item], a)) for a, e in zip(plan.actions, entries,
                    strict=True)]  # fmt: skip
-    if settings.signatures or not engine.exact:
-        if engine.exact:
-            on_phase("copying the signatures, attestations, SBOMs and referrers stored next to the images")
-        entries = signatures.carry(list(plan.actions), entries, registries, cache, copy=engine.exact,
-                                   jobs=settings.workers(far=far))  # fmt: skip
+        entries = signatures.carry(list(plan.actions), entries, registries, cache, copy=False, jobs=jobs)
     report.entries = entries
     if cache.hits or cache.reads:
         report.notes.append(f"manifests: {cache.reads} read from the registries, {cache.hits} from the local cache "

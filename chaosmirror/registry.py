@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from chaosmirror.auth import Role, find_credential
 from chaosmirror.connections import Connections, Reply, Stream
-from chaosmirror.endpoint import Endpoint, ssl_context, trust_for
+from chaosmirror.endpoint import Endpoint, trust_for
 from chaosmirror.errors import AuthError, NotFoundError, RegistryError
 from chaosmirror.lifecycle import Run
 from chaosmirror.manifest import ACCEPT, Manifest
@@ -38,6 +38,24 @@ class Head:
     media_type: str = ""
     remaining: int | None = None
     limit: int | None = None
+
+
+TAG_PAGE = 1000  # tags asked for per page of a tag list
+TAG_PAGES = 20  # a repository with more tags than this many pages is looked up tag by tag
+
+
+def _next_page(link: str, repository: str) -> str | None:
+    """The next page of a tag list from its `Link: </v2/<name>/tags/list?n=..&last=..>; rel="next"`
+    header (distribution-spec, "Listing Tags"), or None; only a path of the same listing is followed."""
+    for part in link.split(","):
+        target, _, params = part.partition(";")
+        if 'rel="next"' not in params.replace(" ", ""):
+            continue
+        url = target.strip().removeprefix("<").removesuffix(">")
+        path = "/" + url.split("://", 1)[1].split("/", 1)[1] if "://" in url else url
+        if path.startswith(f"/v2/{repository}/tags/list?"):
+            return path
+    return None
 
 
 def _count(value: str | None) -> int | None:
@@ -69,6 +87,10 @@ class Registry:
         return self.transport.send(Request(method, path, headers or {}, body), scope=scope, retry=retry)
 
     # --- the API ----------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """First contact: the TLS handshake, the scheme, and the authentication scheme the registry asks for."""
+        _ = self.transport.scheme
 
     def ping(self) -> None:
         """Check that the registry answers and accepts our credentials."""
@@ -122,6 +144,32 @@ class Registry:
             return None
         self._expect(resp, 200, f"list the referrers of {digest} in {ref.repository}")
         return Manifest.from_bytes(resp.body, resp.headers.get("content-type", ""), where=f"referrers of {digest}")
+
+    def tags(self, ref: ImageRef, *, limit: int = TAG_PAGES) -> set[str] | None:
+        """Every tag of `ref`'s repository (`GET /v2/<name>/tags/list`, following `Link` pages), or
+        None when the registry will not list them (it refuses, or has more than `limit` pages):
+        then a caller looks tags up one by one."""
+        path: str | None = f"/v2/{ref.repository}/tags/list?n={TAG_PAGE}"
+        out: set[str] = set()
+        for _ in range(limit):
+            assert path is not None
+            try:
+                resp = self.request("GET", path, scope=self._scope(ref))
+            except AuthError:  # some registries allow pulls but not listing
+                return None
+            if resp.status != 200:
+                return None
+            try:
+                listed = json.loads(resp.body).get("tags") or []
+            except (ValueError, AttributeError):
+                return None
+            if not isinstance(listed, list):
+                return None
+            out.update(t for t in listed if isinstance(t, str))
+            path = _next_page(resp.headers.get("link", ""), ref.repository)
+            if path is None:
+                return out
+        return None
 
     def blob(self, ref: ImageRef, digest: str) -> bytes:
         """A small blob (an image config), read whole; redirects to storage are followed."""
@@ -271,7 +319,8 @@ class Registries:
     _pool: dict[tuple[str, Role], Registry] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _shared: Shared | None = None
-    _contexts: dict[str, ssl.SSLContext] = field(default_factory=dict)
+    _contexts: dict[str, ssl.SSLContext] = field(default_factory=dict)  # by the certificates trusted
+    _context_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def shared(self) -> Shared:
@@ -283,11 +332,16 @@ class Registries:
             return self._shared
 
     def _trust(self, netloc: str) -> ssl.SSLContext:
+        """The TLS context for a host; hosts that trust the same certificates share one (loading
+        the system's CAs takes tens of milliseconds)."""
         host = DOCKER_HUB if netloc == "registry-1.docker.io" else netloc
-        with self._lock:
-            if host not in self._contexts:
-                self._contexts[host] = trust_for(host, insecure=host in self.insecure, ca_file=self.ca_file)
-            return self._contexts[host]
+        insecure = host in self.insecure
+        files = Endpoint(host, "src", None, False, self.ca_file).cert_files()
+        key = "insecure" if insecure else "\n".join(map(str, files))
+        with self._context_lock:
+            if key not in self._contexts:
+                self._contexts[key] = trust_for(host, insecure=insecure, ca_file=self.ca_file)
+            return self._contexts[key]
 
     def get(self, host: str, role: Role) -> Registry:
         shared = self.shared
@@ -296,7 +350,7 @@ class Registries:
             if key not in self._pool:
                 cred = find_credential(host, role, env=self.env, mirror_hosts=self.mirror_hosts)
                 endpoint = Endpoint(host, role, cred, host in self.insecure, self.ca_file)
-                ssl_context(endpoint)  # a CA file that does not load fails here, with its name
+                self._trust(host)  # a CA file that does not load fails here, with its name
                 self._pool[key] = Registry(endpoint, Transport(endpoint, shared))
             return self._pool[key]
 

@@ -10,8 +10,11 @@ every manifest a copy writes (the index and each platform) and puts them next to
 image byte for byte, so a verifier (cosign, Kyverno, Connaisseur) in the air gap finds the same
 signature, under the same tag or digest, as at the source.
 
-Found by HEAD (free on Docker Hub); their manifests are read through the local cache, so a rerun
-reads none; in the target each is HEADed first and only what is missing is written.
+Found from one tag list per repository (`GET /v2/<name>/tags/list`, every tag in one or a few
+pages) instead of four lookups per manifest, then a HEAD (free on Docker Hub) of each tag that is
+there; where a registry will not list tags, by a HEAD of each tag it may hold. Their manifests are
+read through the local cache, so a rerun reads none; in the target each is HEADed first and only
+what is missing is written.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +33,7 @@ from chaosmirror.ref import ImageRef, check_digest
 if TYPE_CHECKING:
     from chaosmirror.cache import ManifestCache
     from chaosmirror.plan import Action, Selection
-    from chaosmirror.registry import Registries, Registry
+    from chaosmirror.registry import Head, Registries, Registry
     from chaosmirror.report import Entry
 
 COSIGN_KINDS = ("sig", "att", "sbom")
@@ -111,6 +114,25 @@ class Finder:
         self.jobs = jobs
         self._api: dict[str, bool] = {}
         self._lock = threading.Lock()
+        self._tags: dict[tuple[str, str], set[str] | None] = {}
+        self._listing: dict[tuple[str, str], threading.Lock] = {}
+
+    def tags(self, source: Registry, repo: ImageRef) -> set[str] | None:
+        """The tags of `repo`'s repository, listed once per run (None: it cannot be listed)."""
+        key = (repo.registry, repo.repository)
+        with self._lock:
+            one = self._listing.setdefault(key, threading.Lock())
+        with one:  # one listing per repository, however many threads ask
+            if key not in self._tags:
+                self._tags[key] = source.tags(repo)
+            return self._tags[key]
+
+    def _tagged(self, source: Registry, repo: ImageRef, tag: str) -> Head | None:
+        """HEAD of `tag` in `repo`, unless the repository's tag list says it is not there."""
+        listed = self.tags(source, repo)
+        if listed is not None and tag not in listed:
+            return None
+        return source.head(ImageRef(repo.registry, repo.repository, tag))
 
     def find(self, repo: ImageRef, subjects: list[str], *, read: bool = True) -> list[Found]:
         """What `repo` holds about each of `subjects` (and about what that holds, to DEPTH), referrers
@@ -145,7 +167,7 @@ class Finder:
         out = []
         for kind in kinds:
             tag = cosign_tag(subject, kind)
-            head = source.head(ImageRef(repo.registry, repo.repository, tag))
+            head = self._tagged(source, repo, tag)
             if head is None:
                 continue
             manifest = self._read(source, repo, head.digest, head.media_type) if read else None
@@ -157,17 +179,21 @@ class Finder:
     def _referrers(self, source: Registry, repo: ImageRef, subject: str, read: bool) -> list[Found]:
         host = repo.registry
         with self._lock:
+            first = self._listing.setdefault(("referrers API", host), threading.Lock())
+        with first:  # the first lookup of a host learns whether it has the API; the others wait for it
             api = self._api.get(host, True)
+            if api and host not in self._api:
+                listed = source.referrers(repo, subject)
+                self._api[host] = listed is not None
+                if listed is not None:
+                    return [self._referrer(source, repo, subject, d, read) for d in listed.children()]
+                api = False
         if api:
             listed = source.referrers(repo, subject)
             if listed is not None:
-                with self._lock:
-                    self._api[host] = True
                 return [self._referrer(source, repo, subject, d, read) for d in listed.children()]
-            with self._lock:
-                self._api[host] = False
         tag = fallback_tag(subject)
-        head = source.head(ImageRef(repo.registry, repo.repository, tag))
+        head = self._tagged(source, repo, tag)
         if head is None:
             return []
         index = self._read(source, repo, head.digest, head.media_type) if read else None
@@ -320,47 +346,62 @@ def subjects_for(selection: Selection, source_digest: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def carry(actions: list[Action], entries: list[Entry], registries: Registries, cache: ManifestCache, *,
-          copy: bool, jobs: int) -> list[Entry]:  # fmt: skip
-    """After the images are in: for each one in the target, find what the source keeps next to the
-    manifests the copy wrote and, with `copy`, put it next to the image. Without `copy` (an engine
-    that pushes new manifests) it is only looked up (HEADs), and listed as left out. An image whose
-    signatures could not be put is failed: a verifying cluster would refuse it."""
-    finder, placer = Finder(registries, cache), Placer(registries)
-    run = registries.run
+class Carrier:
+    """Carries what is attached to each image once that image is in the target, on threads of its
+    own, so the signatures of the first images travel while the last ones are still copying. With
+    `copy` false (an engine that pushes new manifests) it only looks up (HEADs), and lists what it
+    found as left out. An image whose signatures could not be put is failed: a verifying cluster
+    would refuse it."""
 
-    def stopped(entry: Entry) -> Entry:
-        return replace(entry, status="interrupted", error=f"{run.reason}: stopped before its signatures were copied")
+    def __init__(self, registries: Registries, cache: ManifestCache, *, copy: bool, jobs: int) -> None:
+        self.registries = registries
+        self.copy = copy
+        self.finder, self.placer = Finder(registries, cache), Placer(registries)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="sign")
 
-    def one(pair: tuple[Action, Entry]) -> Entry:
-        action, entry = pair
+    def submit(self, action: Action, entry: Entry) -> Future[Entry]:
+        """`entry` as it will be once what is attached to `action`'s image is carried."""
+        return self._pool.submit(self._one, action, entry)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def _one(self, action: Action, entry: Entry) -> Entry:
+        run = self.registries.run
         if entry.status not in ("copied", "skipped") or action.selection is None or action.twin is not None:
             return entry
         if not isinstance(action.item.pull, ImageRef):
             return entry
+        stopped = replace(entry, status="interrupted", error=f"{run.reason}: stopped before its signatures were copied")
         if run.stopped:
-            return stopped(entry)
+            return stopped
         try:
             subjects = subjects_for(action.selection, action.source_digest)
-            if not copy:  # what is attached to the source image and its platforms, none of which is pushed
+            if not self.copy:  # what is attached to the source image and its platforms, none of which is pushed
                 subjects = list(dict.fromkeys([action.source_digest, *subjects]))
-            found = finder.find(action.item.pull, subjects, read=copy)
-            if not copy:
+            found = self.finder.find(action.item.pull, subjects, read=self.copy)
+            if not self.copy:
                 if not found:
                     return entry
                 kinds = ", ".join(sorted({KIND_NAMES[f.attachment.kind] for f in found}))
                 why = (f"what is attached to the source digests ({len(found)}: {kinds}): it cannot pass through a "
                        "Docker daemon, which pushes a new digest nobody signed")  # fmt: skip
                 return replace(entry, left_out=(*entry.left_out, why))
-            placed = placer.place(found, action.item.dst, from_registry(registries, action.item.pull))
+            placed = self.placer.place(found, action.item.dst, from_registry(self.registries, action.item.pull))
         except Interrupted:
-            return stopped(entry)
+            return stopped
         except ChaosmirrorError as exc:
             return replace(entry, status="failed", error=f"the image is in the target, but what is attached to it "
                            f"(signatures, SBOMs, referrers) could not be copied: {exc}")  # fmt: skip
         note = "; ".join(n for n in (entry.note, *placed.notes) if n)
         return replace(entry, attached=placed.attachments, attached_copied=placed.copied, note=note)
 
-    pairs = list(zip(actions, entries, strict=True))
-    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(pairs) or 1)), thread_name_prefix="sign") as pool:
-        return list(pool.map(one, pairs))
+
+def carry(actions: list[Action], entries: list[Entry], registries: Registries, cache: ManifestCache, *,
+          copy: bool, jobs: int) -> list[Entry]:  # fmt: skip
+    """For each image in the target (after the copies), what `Carrier` makes of its entry."""
+    carrier = Carrier(registries, cache, copy=copy, jobs=min(jobs, len(actions) or 1))
+    try:
+        return [f.result() for f in [carrier.submit(a, e) for a, e in zip(actions, entries, strict=True)]]
+    finally:
+        carrier.close()

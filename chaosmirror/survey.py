@@ -23,14 +23,20 @@ from chaosmirror.ref import ImageRef
 from chaosmirror.registry import Head, Registries
 
 
-def check_target(registries: Registries, host: str) -> float:
+def check_target(registries: Registries, host: str, far: float = 0.015) -> float:
     """Fail early, with one clear message, when the target is unreachable or refuses our credentials.
-    Return the target's round-trip time in seconds (an authenticated request on an open connection)."""
+    Return the target's round-trip time in seconds: of an authenticated request on an open
+    connection (two, when the first takes `far` or longer: it may have fetched a token)."""
     target = registries.get(host, "dest")
-    target.ping()
+    target.connect()
     started = time.monotonic()
     target.ping()
-    return time.monotonic() - started
+    first = time.monotonic() - started
+    if first < far:
+        return first
+    started = time.monotonic()  # the first may have fetched a token: time one more
+    target.ping()
+    return min(first, time.monotonic() - started)
 
 
 @dataclass(frozen=True)

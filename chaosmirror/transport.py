@@ -243,6 +243,7 @@ class Transport:
     def _once(self, request: Request, scope: str, *, stream: bool = False) -> Reply | Stream:
         """One attempt: at most one answer to a 401 challenge, redirects followed."""
         used = ""
+        _ = self.scheme  # first contact, before the credentials are chosen: the probe may name them
         for challenge_answered in (False, True):
             used = self._authorization(scope)
             reply = self._hops(request, used, stream=stream)
@@ -313,15 +314,17 @@ class Transport:
                 raise _NoTLS(exc) from None
 
         try:
-            self.retrying(tls_probe)
+            self._learn(self.retrying(tls_probe))
             return "https"
         except _NoTLS as exc:
             tls_error = exc.error
         plain = Origin.of("http", host)
         try:
-            self._exchange(plain, "GET", "/v2/", headers, None, stream=False, timeout=HANDSHAKE_TIMEOUT)
+            answer = self._exchange(plain, "GET", "/v2/", headers, None, stream=False, timeout=HANDSHAKE_TIMEOUT)
         except RegistryError:
             raise tls_error from None
+        if self.endpoint.insecure or is_loopback(self.endpoint.host):
+            self._learn(answer)
         name = self.endpoint.host
         if self.endpoint.insecure:
             self.shared.note(f"note: {name} speaks plain HTTP, not TLS; using http:// (--insecure-registry)")
@@ -332,6 +335,14 @@ class Transport:
                             f"--insecure-registry {name}", kind="tls")  # fmt: skip
 
     # --- authentication -----------------------------------------------------------------------------
+
+    def _learn(self, probe: Reply | Stream) -> None:
+        """A registry that asks for Basic credentials in its answer to the scheme probe gets them
+        with the first request, which saves that request's 401 round trip."""
+        if isinstance(probe, Reply) and probe.status == 401 and self.endpoint.credential is not None:
+            scheme, _ = challenge(probe.headers.get("www-authenticate", ""))
+            if scheme == "basic":
+                self._basic = True
 
     def _authorization(self, scope: str) -> str:
         cred = self.endpoint.credential

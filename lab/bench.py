@@ -37,7 +37,7 @@ from lab import rig as lab_rig
 from lab import standin
 from lab.dockerd import DockerDaemon
 from lab.proxy import LatencyProxy
-from lab.registry import Client
+from lab.registry import Client, RegistryServer
 
 RELEASE = "1.47.0"
 BASELINE = "55768d0"  # the last commit whose bundle import extracted the bundle first
@@ -117,6 +117,8 @@ class Bench:
         assert self.rig.tls
         shutil.copyfile(self.rig.tls.ca_cert, self.certs / "ca.crt")
         self.env = {**os.environ, **self.rig.env}
+        self.into = self.rig.target  # the target the runs being timed copy to
+        self.plain = RegistryServer(folder / "plain").start()  # plain HTTP, no auth
 
     def _auth_file(self) -> Path:
         import base64
@@ -131,7 +133,8 @@ class Bench:
 
     # --- the tools, as argv ---------------------------------------------------------------------
 
-    def tools(self, target: str) -> dict[str, list[str]]:
+    def tools(self, target: str, *, plain: bool = False) -> dict[str, list[str]]:
+        """Each tool's argv, copying to `target` (with TLS and auth, or `plain` HTTP without auth)."""
         src = self.rig.source.host
         sync_yaml = self.folder / "sync.yaml"
         sync_yaml.write_text(
@@ -151,17 +154,11 @@ class Bench:
         fd = os.open(auth_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(auth, out)
-        copy = [
-            "skopeo",
-            "copy",
-            "-q",
-            "--all",
-            "--preserve-digests",
-            "--src-tls-verify=false",
-            f"--dest-cert-dir={self.certs}",
-            f"--dest-authfile={auth_file}",
-        ]
+        tls = [f"--dest-cert-dir={self.certs}", f"--dest-authfile={auth_file}"]
+        dest = ["--dest-tls-verify=false"] if plain else tls
+        copy = ["skopeo", "copy", "-q", "--all", "--preserve-digests", "--src-tls-verify=false", *dest]
         assert self.rig.tls
+        ca = [] if plain else ["--ca-cert", str(self.rig.tls.ca_cert)]
         return {
             "chaosmirror": [
                 sys.executable,
@@ -175,8 +172,7 @@ class Bench:
                 target,
                 "--source-mirror",
                 f"docker.io={src}",
-                "--ca-cert",
-                str(self.rig.tls.ca_cert),
+                *ca,
             ],
             "skopeo sync": [
                 "skopeo",
@@ -187,8 +183,7 @@ class Bench:
                 "yaml",
                 "--dest",
                 "docker",
-                f"--dest-cert-dir={self.certs}",
-                f"--dest-authfile={auth_file}",
+                *dest,
                 str(sync_yaml),
                 f"{target}/harness",
             ],
@@ -199,7 +194,7 @@ class Bench:
     # --- measuring ------------------------------------------------------------------------------
 
     def empty_target(self) -> None:
-        self.rig.target.wipe()
+        self.into.wipe()
         for cache in BLOB_CACHES:
             cache.unlink(missing_ok=True)
 
@@ -207,7 +202,8 @@ class Bench:
         """Every image (of `only`, if given) is in the target: with its source digest, or (a docker
         push) its amd64 config."""
         assert self.rig.tls
-        client = Client(self.rig.target.host, tls=self.rig.tls, auth=self.rig.target.auth)
+        tls = self.rig.tls if self.into is self.rig.target else None
+        client = Client(self.into.host, tls=tls, auth=self.into.auth)
         try:
             for (repo, tag), digest in self.digests.items():
                 if only is not None and (repo, tag) not in only:
@@ -237,18 +233,29 @@ class Bench:
             self.verify()
         return seconds
 
-    def compare(self, title: str, target: str, names: list[str]) -> dict[str, dict[str, float]]:
-        tools = self.tools(target)
+    def compare(self, title: str, target: str, names: list[str], *, plain: bool = False) -> dict[str, dict[str, float]]:
+        tools = self.tools(target, plain=plain)
         results: dict[str, dict[str, list[float]]] = {"cold": {n: [] for n in names}, "warm": {n: [] for n in names}}
         for rep in range(self.reps):
             order = names if rep % 2 == 0 else list(reversed(names))  # alternate, so no tool always goes first
             for name in order:
                 results["cold"][name].append(self.time_once(tools[name], self.empty_target))
                 print(f"  {title} cold {name}: {results['cold'][name][-1]:.2f}s", flush=True)
+            if "chaosmirror" in tools:  # the skopeo tools leave the signatures out: put them in, untimed,
+                self.time_once(tools["chaosmirror"], None)  # so that every warm run below is a no-op
             for name in order:  # the target is full now
                 results["warm"][name].append(self.time_once(tools[name], None))
                 print(f"  {title} warm {name}: {results['warm'][name][-1]:.2f}s", flush=True)
         return {kind: {n: statistics.median(v) for n, v in by.items()} for kind, by in results.items()}
+
+    def compare_plain(self, names: list[str]) -> dict[str, dict[str, float]]:
+        """As `compare`, into the plain-HTTP target without auth (where no bcrypt per request
+        slows the tools that send more requests)."""
+        self.into = self.plain
+        try:
+            return self.compare("plain", self.plain.host, names, plain=True)
+        finally:
+            self.into = self.rig.target
 
     # --- the Docker engine ---------------------------------------------------------------------------
 
@@ -667,6 +674,10 @@ def main() -> None:
     for tool in ("skopeo", "docker-registry", "htpasswd", "openssl", "dockerd", "docker"):
         if not shutil.which(tool):
             raise SystemExit(f"bench: {tool} is not installed; run `make setup` first")
+    # chaosmirror runs from byte-compiled modules, as `pip install` leaves it (this machine sets
+    # PYTHONDONTWRITEBYTECODE, which would make every run compile its source again).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(__file__).parent.parent / "chaosmirror")],
+                   check=True)  # fmt: skip
     folder = Path(tempfile.mkdtemp(prefix="chaosmirror-bench-"))
     bench = Bench(folder, args.reps)
     version = subprocess.run(["skopeo", "--version"], capture_output=True, text=True, check=False).stdout.strip()
@@ -676,6 +687,9 @@ def main() -> None:
     try:
         reports = []
         if not args.no_loopback:
+            plain = bench.compare_plain(names)
+            out["loopback_plain"] = plain
+            reports.append(render("Loopback, plain HTTP target without auth (127.0.0.1)", plain))
             loopback = bench.compare("loopback", bench.rig.target.host, names)
             out["loopback"] = loopback
             reports.append(render("Loopback (target on 127.0.0.1, TLS + auth)", loopback))
@@ -708,6 +722,7 @@ def main() -> None:
             )
     finally:
         bench.rig.stop()
+        bench.plain.stop()
         shutil.rmtree(folder, ignore_errors=True)
     print()
     print("\n\n".join(reports))

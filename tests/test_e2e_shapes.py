@@ -97,6 +97,17 @@ def test_every_shape_lands_digest_exact_with_its_signatures_and_each_manifest_is
     assert manifest_gets(rig.source, since) == []  # a rerun: HEADs and the local cache, no pull at all
     assert sum(e.get("signatures_copied", 0) for e in again.report["images"]) == 0
     assert "8 next to 3 images (0 written by this run)" in again.output
+    # Signatures are found from one tag list per repository, then a HEAD of each tag that is there,
+    # not four HEADs per manifest (index, platforms, attestations and what is attached to them).
+    sent = rig.source.requests(since)
+    lists = Counter(r.path.split("/tags/list")[0] for r in sent if "/tags/list" in r.path)
+    assert lists and set(lists.values()) == {1}, lists
+    assert len(lists) == len(source_digests(rig, "1.47.0"))
+    looked_up = [r.path.rsplit("/", 1)[1] for r in sent if r.method == "HEAD" and "/manifests/sha256-" in r.path]
+    there = [a.tag for found in rig.attached.values() for a in found if a.tag]
+    there += [fallback_tag(subject) for found in rig.attached.values()
+              for subject in {a.subject for a in found if a.kind == "referrer"}]  # fmt: skip
+    assert sorted(looked_up) == sorted(there)
 
 
 def test_no_signatures_leaves_them_out(rig, chaosmirror, account, target_client):
@@ -249,3 +260,31 @@ def test_the_index_of_a_buildx_image_holds_its_attestations_in_the_target(rig, c
     assert held["mediaType"] == MT_INDEX and [m["platform"]["os"] for m in held["manifests"]] == ["linux", "unknown"]
     for child in held["manifests"]:
         assert target_client.digest(f"{account}/chaos-workflow-controller", child["digest"]) == child["digest"]
+
+
+def test_a_tag_list_is_read_whole_from_a_real_registry(rig, monkeypatch):
+    """distribution 2.8 answers every tag at once whatever `n` asks (it paginates from 3.0 on);
+    following `Link` pages is checked in test_transport."""
+    from pathlib import Path
+
+    from chaosmirror import registry as registry_module
+    from chaosmirror.ref import ImageRef
+    from chaosmirror.registry import Registries
+
+    art = single(make_image([random_layer("many-tags", 512)]))
+    tags = [f"v{i}" for i in range(7)]
+    for tag in tags:
+        push(rig.source.host, "harness/many-tags", tag, art)
+    monkeypatch.setattr(registry_module, "TAG_PAGE", 2)
+    registries = Registries(ca_file=Path(rig.tls.ca_cert), env=rig.env)
+    try:
+        since = len(rig.source.requests())
+        ref = ImageRef(rig.source.host, "harness/many-tags", "v0")
+        assert registries.for_ref(ref, "src").tags(ref) == set(tags)
+        assert [r.path for r in rig.source.requests(since) if "/tags/list" in r.path] == [
+            "/v2/harness/many-tags/tags/list?n=2"
+        ]
+        missing = ImageRef(rig.source.host, "harness/no-such-repository", "v0")
+        assert registries.for_ref(missing, "src").tags(missing) is None
+    finally:
+        registries.close()

@@ -386,3 +386,16 @@ def test_a_full_registry_storage_is_recognised_from_its_json_error():
 
 def test_the_endpoint_for_docker_hub_is_its_api_host():
     assert Endpoint("docker.io", "src").api_host == "registry-1.docker.io"
+
+
+def test_a_tag_list_follows_only_next_pages_of_the_same_listing():
+    from chaosmirror.registry import _next_page
+
+    link = '</v2/harness/x/tags/list?n=1000&last=v9>; rel="next"'
+    assert _next_page(link, "harness/x") == "/v2/harness/x/tags/list?n=1000&last=v9"
+    assert _next_page('<https://r.example/v2/harness/x/tags/list?last=a>; rel="next"', "harness/x") == (
+        "/v2/harness/x/tags/list?last=a"
+    )
+    assert _next_page('</v2/other/tags/list?last=a>; rel="next"', "harness/x") is None  # not ours: not followed
+    assert _next_page('</v2/harness/x/tags/list?last=a>; rel="prev"', "harness/x") is None
+    assert _next_page("", "harness/x") is None
