@@ -360,8 +360,33 @@ def _mirror(items: list[Item], report: Report, *, settings: Settings, registries
         report.notes.append(message)
         on_phase(message)
 
-    observed = survey(items, registries, wanted, jobs=settings.workers(far=far), configs=not engine.exact,
-                      cache=cache, alone=not engine.exact, note=note)  # fmt: skip
+    jobs = settings.workers(far=far)
+    # Signatures travel beside the copies (a skopeo engine keeps digests); through the Docker
+    # engine, which pushes new digests, they are only looked up, once the copies are done.
+    carrier = signatures.Carrier(registries, cache, copy=True, jobs=min(jobs, 8)) if (
+        settings.signatures and engine.exact and not dry_run) else None  # fmt: skip
+    try:
+        if carrier is not None:
+            carrier.prefetch([i.pull for i in items if isinstance(i.pull, ImageRef)])
+        _survey_and_run(items, report, settings=settings, registries=registries, engine=engine, dry_run=dry_run,
+                        on_event=on_event, on_phase=on_phase, on_bytes=on_bytes, cache=cache, far=far, wanted=wanted,
+                        carrier=carrier, note=note)  # fmt: skip
+    finally:
+        if carrier is not None:
+            carrier.close()
+    if cache.hits or cache.reads:
+        report.notes.append(f"manifests: {cache.reads} read from the registries, {cache.hits} from the local cache "
+                            f"({cache.folder})")  # fmt: skip
+
+
+def _survey_and_run(items: list[Item], report: Report, *, settings: Settings, registries: Registries,
+                    engine: Engine, dry_run: bool, on_event: Callable[[Event], None], on_phase: Callable[[str], None],
+                    on_bytes: Callable[[int], None] | None, cache: ManifestCache, far: bool,
+                    wanted: tuple[Platform, ...], carrier: signatures.Carrier | None,
+                    note: Callable[[str], None]) -> None:  # fmt: skip
+    jobs = settings.workers(far=far)
+    observed = survey(items, registries, wanted, jobs=jobs, configs=not engine.exact, cache=cache,
+                      alone=not engine.exact, note=note)  # fmt: skip
     if not engine.exact:
         warn_multi_arch(observed, wanted, on_phase)
         if settings.ca_file or settings.insecure:
@@ -372,20 +397,13 @@ def _mirror(items: list[Item], report: Report, *, settings: Settings, registries
         report.entries = [planned_entry(a) for a in plan.actions]
         return
     on_phase(f"copying {plan.count('copy')} images, {plan.count('skip')} already there")
-    if settings.signatures and engine.exact:
+    if carrier is not None:
         on_phase("with each image, the signatures, attestations, SBOMs and referrers stored next to it")
     staging = Staging(_config_reader(registries, cache)) if engine.stages else None
-    jobs = settings.workers(far=far)
-    # Signatures travel beside the copies (a skopeo engine keeps digests); through the Docker
-    # engine, which pushes new digests, they are only looked up, once the copies are done.
-    carrier = signatures.Carrier(registries, cache, copy=True, jobs=min(jobs, 8)) if (
-        settings.signatures and engine.exact) else None  # fmt: skip
     try:
         entries = run(plan, engine, registries, jobs=jobs, split=far, seed_all=engine.exact, staging=staging,
                       on_event=on_event, on_phase=on_phase, on_bytes=on_bytes, carrier=carrier)  # fmt: skip
     finally:
-        if carrier is not None:
-            carrier.close()
         if staging is not None:
             staging.close()
     if not engine.exact:
@@ -393,9 +411,6 @@ def _mirror(items: list[Item], report: Report, *, settings: Settings, registries
                    strict=True)]  # fmt: skip
         entries = signatures.carry(list(plan.actions), entries, registries, cache, copy=False, jobs=jobs)
     report.entries = entries
-    if cache.hits or cache.reads:
-        report.notes.append(f"manifests: {cache.reads} read from the registries, {cache.hits} from the local cache "
-                            f"({cache.folder})")  # fmt: skip
 
 
 def _config_reader(registries: Registries, cache: ManifestCache) -> Callable[[ImageRef, str, int], bytes]:

@@ -350,7 +350,8 @@ class Registries:
             if key not in self._pool:
                 cred = find_credential(host, role, env=self.env, mirror_hosts=self.mirror_hosts)
                 endpoint = Endpoint(host, role, cred, host in self.insecure, self.ca_file)
-                self._trust(host)  # a CA file that does not load fails here, with its name
+                if endpoint.cert_files() and not endpoint.insecure:
+                    self._trust(host)  # a CA file that does not load fails here, with its name
                 self._pool[key] = Registry(endpoint, Transport(endpoint, shared))
             return self._pool[key]
 

@@ -19,6 +19,7 @@ what is missing is written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable
@@ -358,6 +359,17 @@ class Carrier:
         self.copy = copy
         self.finder, self.placer = Finder(registries, cache), Placer(registries)
         self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="sign")
+
+    def prefetch(self, repos: list[ImageRef]) -> None:
+        """List the tags of `repos` now, beside the survey, so each image's lookups find them ready."""
+        for repo in {(r.registry, r.repository): r for r in repos}.values():
+            self._pool.submit(self._list, repo)
+
+    def _list(self, repo: ImageRef) -> None:
+        if self.registries.run.stopped:
+            return
+        with contextlib.suppress(ChaosmirrorError):  # the image's own lookup meets it again, and says so
+            self.finder.tags(self.registries.for_ref(repo, "src"), repo)
 
     def submit(self, action: Action, entry: Entry) -> Future[Entry]:
         """`entry` as it will be once what is attached to `action`'s image is carried."""

@@ -10,6 +10,7 @@ docs/runs.md for the design.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import random
@@ -313,26 +314,37 @@ class Transport:
             except HandshakeError as exc:
                 raise _NoTLS(exc) from None
 
+        plain = Origin.of("http", host)
+        if is_loopback(self.endpoint.host):
+            # Loopback may speak plain HTTP (as Docker and skopeo allow): ask in plain first, which
+            # sends nothing secret and spares a plain registry a TLS handshake (and us loading the
+            # system's CAs). A TLS port answers it 400 ("HTTP request to an HTTPS server"), or not at all.
+            with contextlib.suppress(RegistryError):
+                answer = self._exchange(plain, "GET", "/v2/", headers, None, stream=False, timeout=HANDSHAKE_TIMEOUT)
+                if isinstance(answer, Reply) and answer.status != 400:  # an HTTP server answered
+                    return self._plain(answer)
         try:
             self._learn(self.retrying(tls_probe))
             return "https"
         except _NoTLS as exc:
             tls_error = exc.error
-        plain = Origin.of("http", host)
         try:
             answer = self._exchange(plain, "GET", "/v2/", headers, None, stream=False, timeout=HANDSHAKE_TIMEOUT)
         except RegistryError:
             raise tls_error from None
-        if self.endpoint.insecure or is_loopback(self.endpoint.host):
-            self._learn(answer)
         name = self.endpoint.host
-        if self.endpoint.insecure:
-            self.shared.note(f"note: {name} speaks plain HTTP, not TLS; using http:// (--insecure-registry)")
-            return "http"
-        if is_loopback(name):  # as Docker and skopeo do for loopback registries
-            return "http"
+        if self.endpoint.insecure or is_loopback(name):  # as Docker and skopeo do for loopback registries
+            return self._plain(answer)
         raise RegistryError(f"{name} does not speak TLS ({tls_error}); if it is a plain-HTTP registry, pass "
                             f"--insecure-registry {name}", kind="tls")  # fmt: skip
+
+    def _plain(self, probe: Reply | Stream) -> str:
+        """Plain HTTP for a host that answered in it (a loopback or --insecure-registry host)."""
+        self._learn(probe)
+        if self.endpoint.insecure:
+            self.shared.note(f"note: {self.endpoint.host} speaks plain HTTP, not TLS; using http:// "
+                             "(--insecure-registry)")  # fmt: skip
+        return "http"
 
     # --- authentication -----------------------------------------------------------------------------
 

@@ -399,3 +399,34 @@ def test_a_tag_list_follows_only_next_pages_of_the_same_listing():
     assert _next_page('</v2/other/tags/list?last=a>; rel="next"', "harness/x") is None  # not ours: not followed
     assert _next_page('</v2/harness/x/tags/list?last=a>; rel="prev"', "harness/x") is None
     assert _next_page("", "harness/x") is None
+
+
+def test_a_loopback_registry_is_asked_in_plain_first_and_a_tls_one_still_gets_tls(rig):
+    """A plain loopback registry never sees a TLS ClientHello (nor do we load the system's CAs for
+    it); the rig's TLS target (docker-registry, which answers plain HTTP on its TLS port with 400)
+    is still used over TLS."""
+    first_bytes: list[bytes] = []
+
+    def plain(conn: socket.socket) -> None:
+        data = conn.recv(4096)
+        first_bytes.append(data[:1])
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nDocker-Distribution-API-Version: registry/2.0\r\n\r\n{}")
+
+    with tcp_server(plain) as host:
+        registries = Registries()
+        try:
+            registries.get(host, "src").ping()
+            assert registries.get(host, "src").plain_http
+            assert registries._contexts == {}
+        finally:
+            registries.close()
+    assert first_bytes and b"\x16" not in first_bytes  # 0x16: the first byte of a TLS handshake record
+    from pathlib import Path
+
+    registries = Registries(ca_file=Path(rig.tls.ca_cert), env=rig.env)
+    try:
+        target = registries.get(rig.target.host, "dest")
+        target.ping()
+        assert not target.plain_http
+    finally:
+        registries.close()

@@ -15,21 +15,18 @@ or writes anything but `inputs` (gathers a request at the edge) and `folder` (wr
 
 from __future__ import annotations
 
-from chaosmirror.emit import dockerd, hce, helm, kubernetes, nextsteps, nodes, openshift, rancher
+from typing import Any
+
 from chaosmirror.emit.model import ConfigError, ConfigRequest, Rendered, Scope, Transport
 
 __all__ = ["ConfigError", "ConfigRequest", "Rendered", "Scope", "Transport", "render_config"]
 
 
-def render_config(req: ConfigRequest) -> list[Rendered]:
-    """Every file of the configuration, NEXT-STEPS.md first."""
-    files = [
-        *hce.render(req),
-        *kubernetes.render(req),
-        *helm.render(req),
-        *nodes.render(req),
-        *rancher.render(req),
-        *dockerd.render(req),
-        *openshift.render(req),
-    ]
-    return [nextsteps.next_steps(req, files), *files]
+def __getattr__(name: str) -> Any:
+    """`render_config` loads the renderers when first asked for (PEP 562): a `mirror` run, whose
+    options name emit's constants, loads none of them."""
+    if name == "render_config":
+        from chaosmirror.emit.render import render_config
+
+        return render_config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
