@@ -41,6 +41,7 @@ COSIGN_KINDS = ("sig", "att", "sbom")
 KINDS = (*COSIGN_KINDS, "referrer", "referrers")
 KIND_NAMES = {"sig": "cosign signature", "att": "cosign attestation", "sbom": "cosign SBOM",
               "referrer": "OCI referrer", "referrers": "referrers index"}  # fmt: skip
+PLACING = 8  # attached manifests put at once, per image
 DEPTH = 2  # also what is attached to what is attached (a signature of an SBOM), no further
 
 
@@ -243,36 +244,22 @@ class Placer:
         return answer
 
     def place(self, found: list[Found], repo: ImageRef, send: SendBlob) -> Placed:
-        """Put each of `found` (read, with its manifest) into the target repository `repo`."""
+        """Put each of `found` (read, with its manifest) into the target repository `repo`: the
+        attached manifests at once (each is a few round trips: far away they add up), then the
+        fallback indexes that list referrers, which the target may check are there."""
         dest = self.registries.for_ref(repo, "dest")
-        present: list[Attachment] = []
-        copied = 0
-        notes: list[str] = []
         for item in found:
-            attachment, manifest = item.attachment, item.manifest
-            if manifest is None:
-                raise ChaosmirrorError(f"{attachment.kind} {attachment.digest} was not read")
-            where = attachment.at(repo)
-            if attachment.kind == "referrers" and self._has_api(dest, repo, attachment.subject):
-                continue  # the target lists referrers itself
-            held = dest.digest(where, push=True)
-            if held == attachment.digest:
-                present.append(attachment)
-                continue
-            if attachment.kind == "referrers" and held is not None:
-                merged, extra = _merge(manifest, dest.manifest(where))
-                dest.put_manifest(where, merged)
-                present.append(replace(attachment, digest=merged.digest, size=len(merged.data)))
-                notes.append(f"the target's {attachment.tag} listed {extra} other referrers: kept, merged with these")
-                copied += 1
-                continue
-            for blob in manifest.stored_blobs():
-                send(dest, repo, blob)
-            put = dest.put_manifest(where, manifest)
-            if put != attachment.digest:
-                raise ChaosmirrorError(f"{repo.registry} stored {attachment.kind} {attachment.digest} as {put}")
-            present.append(attachment)
-            copied += 1
+            if item.manifest is None:
+                raise ChaosmirrorError(f"{item.attachment.kind} {item.attachment.digest} was not read")
+        placed: dict[int, tuple[Attachment | None, int, str]] = {}
+        with ThreadPoolExecutor(max_workers=PLACING, thread_name_prefix="place") as pool:
+            for listing in (False, True):
+                jobs = {i: pool.submit(self._place_one, dest, repo, item, send) for i, item in enumerate(found)
+                        if (item.attachment.kind == "referrers") == listing}  # fmt: skip
+                placed.update({i: job.result() for i, job in jobs.items()})
+        present = [a for i in sorted(placed) if (a := placed[i][0]) is not None]
+        copied = sum(placed[i][1] for i in placed)
+        notes = [placed[i][2] for i in sorted(placed) if placed[i][2]]
         listed = {f.attachment.subject for f in found if f.attachment.kind == "referrers"}
         for subject in dict.fromkeys(f.attachment.subject for f in found if f.attachment.kind == "referrer"):
             if subject in listed or self._has_api(dest, repo, subject):
@@ -284,6 +271,30 @@ class Placer:
             present.append(Attachment("referrers", subject, there.digest, OCI_INDEX, len(there.data), tag))
             copied += wrote
         return Placed(tuple(present), copied, tuple(notes))
+
+    def _place_one(self, dest: Registry, repo: ImageRef, item: Found,
+                   send: SendBlob) -> tuple[Attachment | None, int, str]:  # fmt: skip
+        """Put one attached manifest (and its blobs) unless the target holds it: (what is there now,
+        or None where the target lists referrers itself; 1 if written; a note)."""
+        attachment, manifest = item.attachment, item.manifest
+        assert manifest is not None
+        where = attachment.at(repo)
+        if attachment.kind == "referrers" and self._has_api(dest, repo, attachment.subject):
+            return None, 0, ""  # the target lists referrers itself
+        held = dest.digest(where, push=True)
+        if held == attachment.digest:
+            return attachment, 0, ""
+        if attachment.kind == "referrers" and held is not None:
+            merged, extra = _merge(manifest, dest.manifest(where))
+            dest.put_manifest(where, merged)
+            note = f"the target's {attachment.tag} listed {extra} other referrers: kept, merged with these"
+            return replace(attachment, digest=merged.digest, size=len(merged.data)), 1, note
+        for blob in manifest.stored_blobs():
+            send(dest, repo, blob)
+        put = dest.put_manifest(where, manifest)
+        if put != attachment.digest:
+            raise ChaosmirrorError(f"{repo.registry} stored {attachment.kind} {attachment.digest} as {put}")
+        return attachment, 1, ""
 
     @staticmethod
     def _tagged(dest: Registry, repo: ImageRef, tag: str, index: Manifest) -> tuple[Manifest, int]:
