@@ -28,10 +28,11 @@ from tests.conftest import REPO_ROOT, require
 pytestmark = pytest.mark.registry
 SHAPE = standin.Shape(base=2 * standin.MiB, middle=512 * standin.KiB, own=256 * standin.KiB)
 SIZE = 3_000_000  # bytes per part: the largest blob (2 MiB and a bit) fits, two of them do not
-PROBE = """import runpy, sys
+PROBE = """import sys
+from chaosmirror.cli import cli  # main() would end the process itself (os._exit) before the probe reads
 sys.argv = ["chaosmirror", *sys.argv[1:]]
 try:
-    runpy.run_module("chaosmirror", run_name="__main__")
+    cli(prog_name="chaosmirror")
     code = 0
 except SystemExit as exc:
     code = exc.code
