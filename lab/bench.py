@@ -566,20 +566,25 @@ class Bench:
 
 
 def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Run `argv`; its seconds and its peak resident memory in MB (VmHWM, read while it runs)."""
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    status = Path(f"/proc/{proc.pid}/status")
-    while proc.poll() is None:
-        with contextlib.suppress(OSError, ValueError):
-            for line in status.read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
-        time.sleep(0.02)
-    seconds = time.monotonic() - started
+    """Run `argv`; its seconds and its peak resident memory in MB (VmHWM, read while it runs). Its
+    stderr goes to a file, not a pipe: a chatty tool (skopeo sync of 518 images) would fill a pipe
+    nobody reads during the run, and stall."""
+    with tempfile.TemporaryFile() as errors:
+        started = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+        peak = 0
+        status = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+            time.sleep(0.02)
+        seconds = time.monotonic() - started
+        errors.seek(0)
+        said = errors.read().decode(errors="replace")
     if proc.returncode != 0:
-        raise SystemExit(f"bench: {' '.join(argv[:5])} failed:\n{(proc.stderr.read() if proc.stderr else '')[-3000:]}")
+        raise SystemExit(f"bench: {' '.join(argv[:5])} failed:\n{said[-3000:]}")
     return seconds, peak / 1024
 
 
