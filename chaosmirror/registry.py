@@ -145,7 +145,7 @@ class Registry:
         self._expect(resp, 200, f"list the referrers of {digest} in {ref.repository}")
         return Manifest.from_bytes(resp.body, resp.headers.get("content-type", ""), where=f"referrers of {digest}")
 
-    def tags(self, ref: ImageRef, *, limit: int = TAG_PAGES) -> set[str] | None:
+    def tags(self, ref: ImageRef, *, limit: int = TAG_PAGES, retry: bool = True) -> set[str] | None:
         """Every tag of `ref`'s repository (`GET /v2/<name>/tags/list`, following `Link` pages), or
         None when the registry will not list them (it refuses, or has more than `limit` pages):
         then a caller looks tags up one by one."""
@@ -154,7 +154,7 @@ class Registry:
         for _ in range(limit):
             assert path is not None
             try:
-                resp = self.request("GET", path, scope=self._scope(ref))
+                resp = self.request("GET", path, scope=self._scope(ref), retry=retry)
             except AuthError:  # some registries allow pulls but not listing
                 return None
             if resp.status != 200:

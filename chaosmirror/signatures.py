@@ -126,7 +126,12 @@ class Finder:
             one = self._listing.setdefault(key, threading.Lock())
         with one:  # one listing per repository, however many threads ask
             if key not in self._tags:
-                self._tags[key] = source.tags(repo)
+                try:  # one attempt: the list only saves lookups, and the lookups retry on their own
+                    self._tags[key] = source.tags(repo, retry=False)
+                except Interrupted:
+                    raise
+                except RegistryError:
+                    self._tags[key] = None  # look each tag up instead
             return self._tags[key]
 
     def _tagged(self, source: Registry, repo: ImageRef, tag: str) -> Head | None:
@@ -379,7 +384,7 @@ class Carrier:
     def _list(self, repo: ImageRef) -> None:
         if self.registries.run.stopped:
             return
-        with contextlib.suppress(ChaosmirrorError):  # the image's own lookup meets it again, and says so
+        with contextlib.suppress(ChaosmirrorError):  # an unreachable source: the survey says so
             self.finder.tags(self.registries.for_ref(repo, "src"), repo)
 
     def submit(self, action: Action, entry: Entry) -> Future[Entry]:
@@ -387,7 +392,7 @@ class Carrier:
         return self._pool.submit(self._one, action, entry)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)  # a run that failed early leaves listings queued
 
     def _one(self, action: Action, entry: Entry) -> Entry:
         run = self.registries.run

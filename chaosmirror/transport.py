@@ -36,6 +36,8 @@ RETRY_STATUSES: dict[int, Kind] = {
 }  # fmt: skip
 REDIRECTS = (301, 302, 303, 307, 308)
 HANDSHAKE_TIMEOUT = 10.0  # the first contact: a TLS handshake with a server that stays silent is no TLS (Go's default)
+PLAIN_FIRST_TIMEOUT = 2.0  # loopback asked in plain HTTP first: a plain registry there answers in milliseconds; a
+# TLS server that waits for the rest of a "record" instead of refusing it costs no more than this
 
 
 class _NoTLS(Exception):
@@ -320,7 +322,7 @@ class Transport:
             # sends nothing secret and spares a plain registry a TLS handshake (and us loading the
             # system's CAs). A TLS port answers it 400 ("HTTP request to an HTTPS server"), or not at all.
             with contextlib.suppress(RegistryError):
-                answer = self._exchange(plain, "GET", "/v2/", headers, None, stream=False, timeout=HANDSHAKE_TIMEOUT)
+                answer = self._exchange(plain, "GET", "/v2/", headers, None, stream=False, timeout=PLAIN_FIRST_TIMEOUT)
                 if isinstance(answer, Reply) and answer.status != 400:  # an HTTP server answered
                     return self._plain(answer)
         try:

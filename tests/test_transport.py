@@ -430,3 +430,30 @@ def test_a_loopback_registry_is_asked_in_plain_first_and_a_tls_one_still_gets_tl
         assert not target.plain_http
     finally:
         registries.close()
+
+
+def test_a_tag_list_that_fails_is_asked_once_and_the_signature_tags_are_looked_up_one_by_one():
+    from chaosmirror.cache import ManifestCache
+    from chaosmirror.ref import ImageRef
+    from chaosmirror.signatures import Finder
+
+    subject = "sha256:" + "ab" * 32
+
+    def ping_only(handler: http.server.BaseHTTPRequestHandler) -> None:  # every other path: 404
+        answer(200 if handler.path == "/v2/" else 404)(handler)
+
+    routes = {"/v2/": ping_only, "/v2/harness/x/tags/list": answer(503)}
+    with serve(routes) as (registry, seen):
+        registries = Registries(policy=Policy(retries=3, first=0.01))
+        try:
+            found = Finder(registries, ManifestCache(None)).find(ImageRef(registry, "harness/x", "1.0"), [subject],
+                                                                 read=False)  # fmt: skip
+        finally:
+            registries.close()
+    assert found == []
+    paths = [path for _, path, _ in seen]
+    assert sum("/tags/list" in p for p in paths) == 1  # one attempt: the list only saves lookups
+    hex_ = subject.removeprefix("sha256:")
+    for kind in ("sig", "att", "sbom"):
+        assert f"/v2/harness/x/manifests/sha256-{hex_}.{kind}" in paths
+    assert f"/v2/harness/x/manifests/sha256-{hex_}" in paths  # the fallback tag (no referrers API: 404)
