@@ -130,6 +130,7 @@ def private_dir(kind: str) -> Path:
 
 
 def alive(pid: int) -> bool:
+    """Whether process `pid` still runs (this one included)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -32,7 +32,7 @@ from chaosmirror.report import Entry, Report, Status
 from chaosmirror.session import NoCopies, Session
 from chaosmirror.settings import Settings
 from chaosmirror.staging import Staging
-from chaosmirror.survey import check_target, survey
+from chaosmirror.survey import FAR_SECONDS, check_target, survey
 from chaosmirror.tasks import Task, copy_task, copy_with_retries, tasks_for
 
 __all__ = [
@@ -46,8 +46,6 @@ __all__ = [
     "run",
     "tasks_for",
 ]
-
-FAR_SECONDS = 0.015  # a target whose round trip takes longer than this is "far"
 
 
 class _Gate:
@@ -353,7 +351,7 @@ def _mirror(items: list[Item], report: Report, *, settings: Settings, registries
     on_phase(f"checking {len(items)} images in the source and in {settings.target.host}")
     # Far targets (slow round trips) gain from copying an index's platforms in parallel;
     # near ones are CPU-bound, and one process per image costs less.
-    far = check_target(registries, settings.target.host, FAR_SECONDS) >= FAR_SECONDS
+    far = check_target(registries, settings.target.host) >= FAR_SECONDS
     cache = ManifestCache.from_env(settings.env)
 
     def note(message: str) -> None:
@@ -365,52 +363,39 @@ def _mirror(items: list[Item], report: Report, *, settings: Settings, registries
     # engine, which pushes new digests, they are only looked up, once the copies are done.
     carrier = signatures.Carrier(registries, cache, copy=True, jobs=min(jobs, 8)) if (
         settings.signatures and engine.exact and not dry_run) else None  # fmt: skip
-    try:
+    with carrier or contextlib.nullcontext():
         if carrier is not None:
             carrier.prefetch([i.pull for i in items if isinstance(i.pull, ImageRef)])
-        _survey_and_run(items, report, settings=settings, registries=registries, engine=engine, dry_run=dry_run,
-                        on_event=on_event, on_phase=on_phase, on_bytes=on_bytes, cache=cache, far=far, wanted=wanted,
-                        carrier=carrier, note=note)  # fmt: skip
-    finally:
+        observed = survey(items, registries, wanted, jobs=jobs, configs=not engine.exact, cache=cache,
+                          alone=not engine.exact, note=note)  # fmt: skip
+        if not engine.exact:
+            warn_multi_arch(observed, wanted, on_phase)
+            if settings.ca_file or settings.insecure:
+                on_phase("note: the Docker daemon does not take --ca-cert or --insecure-registry from "
+                         "chaosmirror; it trusts /etc/docker/certs.d/HOST/ca.crt and its own insecure-registries "
+                         "setting")  # fmt: skip
+        plan = build_plan(items, observed, wanted, exact=engine.exact, recognise=None if engine.exact else same_config)
+        if dry_run:
+            report.entries = [planned_entry(a) for a in plan.actions]
+            return
+        on_phase(f"copying {plan.count('copy')} images, {plan.count('skip')} already there")
         if carrier is not None:
-            carrier.close()
-    if cache.hits or cache.reads:
-        report.notes.append(f"manifests: {cache.reads} read from the registries, {cache.hits} from the local cache "
-                            f"({cache.folder})")  # fmt: skip
-
-
-def _survey_and_run(items: list[Item], report: Report, *, settings: Settings, registries: Registries,
-                    engine: Engine, dry_run: bool, on_event: Callable[[Event], None], on_phase: Callable[[str], None],
-                    on_bytes: Callable[[int], None] | None, cache: ManifestCache, far: bool,
-                    wanted: tuple[Platform, ...], carrier: signatures.Carrier | None,
-                    note: Callable[[str], None]) -> None:  # fmt: skip
-    jobs = settings.workers(far=far)
-    observed = survey(items, registries, wanted, jobs=jobs, configs=not engine.exact, cache=cache,
-                      alone=not engine.exact, note=note)  # fmt: skip
-    if not engine.exact:
-        warn_multi_arch(observed, wanted, on_phase)
-        if settings.ca_file or settings.insecure:
-            on_phase("note: the Docker daemon does not take --ca-cert or --insecure-registry from chaosmirror; it "
-                     "trusts /etc/docker/certs.d/HOST/ca.crt and its own insecure-registries setting")  # fmt: skip
-    plan = build_plan(items, observed, wanted, exact=engine.exact, recognise=None if engine.exact else same_config)
-    if dry_run:
-        report.entries = [planned_entry(a) for a in plan.actions]
-        return
-    on_phase(f"copying {plan.count('copy')} images, {plan.count('skip')} already there")
-    if carrier is not None:
-        on_phase("with each image, the signatures, attestations, SBOMs and referrers stored next to it")
-    staging = Staging(_config_reader(registries, cache)) if engine.stages else None
-    try:
-        entries = run(plan, engine, registries, jobs=jobs, split=far, seed_all=engine.exact, staging=staging,
-                      on_event=on_event, on_phase=on_phase, on_bytes=on_bytes, carrier=carrier)  # fmt: skip
-    finally:
-        if staging is not None:
-            staging.close()
+            on_phase("with each image, the signatures, attestations, SBOMs and referrers stored next to it")
+        staging = Staging(_config_reader(registries, cache)) if engine.stages else None
+        try:
+            entries = run(plan, engine, registries, jobs=jobs, split=far, seed_all=engine.exact, staging=staging,
+                          on_event=on_event, on_phase=on_phase, on_bytes=on_bytes, carrier=carrier)  # fmt: skip
+        finally:
+            if staging is not None:
+                staging.close()
     if not engine.exact:
         entries = [replace(e, left_out=docker_left_out(observed[a.item], a)) for a, e in zip(plan.actions, entries,
                    strict=True)]  # fmt: skip
         entries = signatures.carry(list(plan.actions), entries, registries, cache, copy=False, jobs=jobs)
     report.entries = entries
+    if cache.hits or cache.reads:
+        report.notes.append(f"manifests: {cache.reads} read from the registries, {cache.hits} from the local cache "
+                            f"({cache.folder})")  # fmt: skip
 
 
 def _config_reader(registries: Registries, cache: ManifestCache) -> Callable[[ImageRef, str, int], bytes]:

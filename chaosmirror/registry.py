@@ -320,6 +320,7 @@ class Registries:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _shared: Shared | None = None
     _contexts: dict[str, ssl.SSLContext] = field(default_factory=dict)  # by the certificates trusted
+    _by_host: dict[str, ssl.SSLContext] = field(default_factory=dict)
     _context_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -335,13 +336,15 @@ class Registries:
         """The TLS context for a host; hosts that trust the same certificates share one (loading
         the system's CAs takes tens of milliseconds)."""
         host = DOCKER_HUB if netloc == "registry-1.docker.io" else netloc
-        insecure = host in self.insecure
-        files = Endpoint(host, "src", None, False, self.ca_file).cert_files()
-        key = "insecure" if insecure else "\n".join(map(str, files))
         with self._context_lock:
-            if key not in self._contexts:
-                self._contexts[key] = trust_for(host, insecure=insecure, ca_file=self.ca_file)
-            return self._contexts[key]
+            if host not in self._by_host:  # once per host: each new connection asks
+                insecure = host in self.insecure
+                files = Endpoint(host, "src", None, False, self.ca_file).cert_files()
+                key = "insecure" if insecure else "\n".join(map(str, files))
+                if key not in self._contexts:
+                    self._contexts[key] = trust_for(host, insecure=insecure, ca_file=self.ca_file)
+                self._by_host[host] = self._contexts[key]
+            return self._by_host[host]
 
     def get(self, host: str, role: Role) -> Registry:
         shared = self.shared

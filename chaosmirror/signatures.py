@@ -117,13 +117,13 @@ class Finder:
         self._api: dict[str, bool] = {}
         self._lock = threading.Lock()
         self._tags: dict[tuple[str, str], set[str] | None] = {}
-        self._listing: dict[tuple[str, str], threading.Lock] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}  # one lookup at a time per key
 
     def tags(self, source: Registry, repo: ImageRef) -> set[str] | None:
         """The tags of `repo`'s repository, listed once per run (None: it cannot be listed)."""
         key = (repo.registry, repo.repository)
         with self._lock:
-            one = self._listing.setdefault(key, threading.Lock())
+            one = self._locks.setdefault(key, threading.Lock())
         with one:  # one listing per repository, however many threads ask
             if key not in self._tags:
                 try:  # one attempt: the list only saves lookups, and the lookups retry on their own
@@ -186,7 +186,7 @@ class Finder:
     def _referrers(self, source: Registry, repo: ImageRef, subject: str, read: bool) -> list[Found]:
         host = repo.registry
         with self._lock:
-            first = self._listing.setdefault(("referrers API", host), threading.Lock())
+            first = self._locks.setdefault(("referrers API", host), threading.Lock())
         with first:  # the first lookup of a host learns whether it has the API; the others wait for it
             api = self._api.get(host, True)
             if api and host not in self._api:
@@ -394,6 +394,12 @@ class Carrier:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)  # a run that failed early leaves listings queued
 
+    def __enter__(self) -> Carrier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _one(self, action: Action, entry: Entry) -> Entry:
         run = self.registries.run
         if entry.status not in ("copied", "skipped") or action.selection is None or action.twin is not None:
@@ -428,8 +434,5 @@ class Carrier:
 def carry(actions: list[Action], entries: list[Entry], registries: Registries, cache: ManifestCache, *,
           copy: bool, jobs: int) -> list[Entry]:  # fmt: skip
     """For each image in the target (after the copies), what `Carrier` makes of its entry."""
-    carrier = Carrier(registries, cache, copy=copy, jobs=min(jobs, len(actions) or 1))
-    try:
+    with Carrier(registries, cache, copy=copy, jobs=min(jobs, len(actions) or 1)) as carrier:
         return [f.result() for f in [carrier.submit(a, e) for a, e in zip(actions, entries, strict=True)]]
-    finally:
-        carrier.close()

@@ -22,8 +22,10 @@ from chaosmirror.plan import Item, Observed, choose, manifests_to_read
 from chaosmirror.ref import ImageRef
 from chaosmirror.registry import Head, Registries
 
+FAR_SECONDS = 0.015  # a target whose round trip takes longer than this is "far"
 
-def check_target(registries: Registries, host: str, far: float = 0.015) -> float:
+
+def check_target(registries: Registries, host: str, far: float = FAR_SECONDS) -> float:
     """Fail early, with one clear message, when the target is unreachable or refuses our credentials.
     Return the target's round-trip time in seconds: of an authenticated request on an open
     connection (two, when the first takes `far` or longer: it may have fetched a token)."""

@@ -16,21 +16,10 @@ from pathlib import Path
 from types import TracebackType
 
 from chaosmirror.errors import ChaosmirrorError
+from chaosmirror.lifecycle import alive
 
 _PARTIAL_RE = re.compile(r"^\..+\.partial-([0-9]+)$")
 OLD_SCRATCH = ".chaosmirror-import-"  # what imports before 0.2 extracted a bundle into
-
-
-def alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 def remove_stale(folder: Path, *, prefix: str = ".", old_scratch: bool = False) -> list[Path]:

@@ -100,3 +100,23 @@ def test_a_missing_skopeo_says_how_to_install_it(tmp_path, monkeypatch):
     result = invoke("mirror", "1.47.0", "--to", "127.0.0.1:9", "--engine", "skopeo")
     assert result.exit_code == 1
     assert "skopeo is not installed" in result.output and "apt-get install skopeo" in result.output
+
+
+@pytest.mark.parametrize(("args", "code", "stream", "said"), [
+    (["--version"], 0, "stdout", "chaosmirror"),
+    (["show", "0.0.1"], 2, "stderr", "0.0.1"),
+])  # fmt: skip
+def test_the_process_ends_without_teardown_and_keeps_its_exit_code_and_output(args, code, stream, said):
+    """main() ends the process with os._exit once only its thread is left: no atexit handler runs,
+    and the exit code and everything written (flushed first) stay."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    script = ("import atexit, sys; atexit.register(lambda: print('TEARDOWN', file=sys.stderr)); "
+              f"sys.argv = ['chaosmirror', *{args!r}]; from chaosmirror.cli import main; main()")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == code, done.stderr
+    assert said in getattr(done, stream)
+    assert "TEARDOWN" not in done.stderr

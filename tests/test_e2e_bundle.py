@@ -16,7 +16,7 @@ from lab import standin
 from lab.images import MT_INDEX
 from lab.registry import Client
 from lab.rig import PASSWORD
-from tests.conftest import require, write_manifest
+from tests.conftest import require, tmpfs, write_manifest
 
 pytestmark = pytest.mark.registry
 SHAPE = standin.Shape(base=2 * standin.MiB, middle=512 * standin.KiB, own=256 * standin.KiB)
@@ -286,14 +286,8 @@ def test_an_interrupted_export_never_looks_complete_and_resumes(brig, run, tmp_p
 
 @pytest.fixture
 def small_disk(tmp_path) -> Iterator[Path]:  # type: ignore[no-untyped-def]
-    folder = tmp_path / "small"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1400k", "tmpfs", str(folder)], capture_output=True,
-                             text=True, check=False)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.fail(f"this test mounts a small tmpfs and must run as root: {mounted.stderr.strip()}")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=False)
+    with tmpfs(tmp_path / "small", "1400k") as folder:
+        yield folder
 
 
 def test_running_out_of_disk_leaves_no_bundle_and_says_so(brig, run, small_disk):

@@ -288,3 +288,16 @@ def test_a_tag_list_is_read_whole_from_a_real_registry(rig, monkeypatch):
         assert registries.for_ref(missing, "src").tags(missing) is None
     finally:
         registries.close()
+
+
+def test_signatures_travel_as_each_image_lands_not_after_the_last_copy(rig, chaosmirror, account):
+    """One copy at a time (--jobs 1): the first signature (here log-watcher's SBOM) is in the target
+    before the last image's manifest, in the order of the target's access log."""
+    since = len(rig.target.requests())
+    run = chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account, "--jobs", "1")
+    assert run.code == 0, run.output
+    puts = [r.path for r in rig.target.requests(since) if r.method == "PUT" and "/manifests/" in r.path]
+    signature = next(i for i, p in enumerate(puts) if "/manifests/sha256-" in p)  # a .sig, .att or .sbom
+    tags = [f"/manifests/{e['destination'].rsplit(':', 1)[1]}" for e in run.report["images"]]
+    last_image = max(i for i, p in enumerate(puts) if any(p.endswith(t) for t in tags))
+    assert signature < last_image, "\n".join(puts)

@@ -23,7 +23,7 @@ from lab import standin
 from lab.proxy import LatencyProxy
 from lab.registry import Client, Logged, RegistryServer
 from lab.rig import PASSWORD
-from tests.conftest import REPO_ROOT, require
+from tests.conftest import REPO_ROOT, require, tmpfs
 
 pytestmark = pytest.mark.registry
 SHAPE = standin.Shape(base=2 * standin.MiB, middle=512 * standin.KiB, own=256 * standin.KiB)
@@ -473,21 +473,15 @@ def test_a_blob_larger_than_the_split_size_stops_the_export_before_any_download(
 
 
 def test_a_full_target_disk_is_named_as_the_target_s(srig, single, account, tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True,
-                             text=True, check=False)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.fail(f"this test mounts a small tmpfs and must run as root: {mounted.stderr.strip()}")
-    full = RegistryServer(disk / "registry")
-    try:
-        full.start()
-        done = cli(srig, *import_args(srig, [single], account, to=full.host))
-        assert done.returncode == 1
-        assert f"the registry {full.host} is out of disk space" in done.stdout and "free space there" in done.stdout
-    finally:
-        full.stop()
-        subprocess.run(["umount", str(disk)], check=False)
+    with tmpfs(tmp_path / "disk", "4m") as disk:
+        full = RegistryServer(disk / "registry")
+        try:
+            full.start()
+            done = cli(srig, *import_args(srig, [single], account, to=full.host))
+            assert done.returncode == 1
+            assert f"the registry {full.host} is out of disk space" in done.stdout and "free space there" in done.stdout
+        finally:
+            full.stop()
 
 
 def test_manifests_the_target_holds_are_not_put_again_and_the_index_goes_last(srig, parts, account):

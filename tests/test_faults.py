@@ -6,7 +6,6 @@ log), so it fails when the fault never struck as well as when chaosmirror did no
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from lab.faults import FaultProxy
 from lab.proxy import LatencyProxy
 from lab.registry import Client, RegistryServer
 from lab.rig import PASSWORD, USER
-from tests.conftest import source_digests, write_manifest
+from tests.conftest import source_digests, tmpfs, write_manifest
 
 pytestmark = pytest.mark.registry
 
@@ -151,17 +150,14 @@ def test_an_outage_longer_than_the_retries_fails_those_images_and_says_why(rig, 
 
 
 def test_a_full_target_storage_is_named_in_the_error(rig, chaosmirror, account, tmp_path):
-    data = tmp_path / "small" / "data"
-    data.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(data)], check=True)
-    server = RegistryServer(tmp_path / "small", auth=(USER, PASSWORD))
-    try:
-        server.start()
-        with faulty(rig, server, tmp_path / "faults.jsonl") as proxy:
-            run = chaosmirror("mirror", "1.47.0", *via(rig, proxy.host, account), "--retries", "1")
-    finally:
-        server.stop()
-        subprocess.run(["umount", str(data)], check=False)
+    with tmpfs(tmp_path / "small" / "data", "256k"):
+        server = RegistryServer(tmp_path / "small", auth=(USER, PASSWORD))
+        try:
+            server.start()
+            with faulty(rig, server, tmp_path / "faults.jsonl") as proxy:
+                run = chaosmirror("mirror", "1.47.0", *via(rig, proxy.host, account), "--retries", "1")
+        finally:
+            server.stop()
     assert run.code == 1, run.output
     failed = [e for e in run.report["images"] if e["status"] == "failed"]
     assert failed
