@@ -149,12 +149,16 @@ def test_an_outage_longer_than_the_retries_fails_those_images_and_says_why(rig, 
     assert all("gave up after 2 attempts" in e["error"] for e in failed), [e["error"] for e in failed]
 
 
-def test_a_full_target_storage_is_named_in_the_error(rig, chaosmirror, account, tmp_path):
+@pytest.mark.parametrize("heads", [0, 10_000], ids=["as-it-answers", "blob-lookups-fail"])
+def test_a_full_target_storage_is_named_in_the_error(rig, chaosmirror, account, tmp_path, heads):
+    # A registry whose disk fills may leave a broken link behind, and a HEAD of that blob answers
+    # 500 with no body (seen in CI): the lookup must not hide the reason the upload gives.
+    rules = (f"HEAD /blobs/sha256: 500 {heads}",) if heads else ()
     with tmpfs(tmp_path / "small" / "data", "256k"):
         server = RegistryServer(tmp_path / "small", auth=(USER, PASSWORD))
         try:
             server.start()
-            with faulty(rig, server, tmp_path / "faults.jsonl") as proxy:
+            with faulty(rig, server, tmp_path / "faults.jsonl", rules=rules) as proxy:
                 run = chaosmirror("mirror", "1.47.0", *via(rig, proxy.host, account), "--retries", "1")
         finally:
             server.stop()
