@@ -1,10 +1,10 @@
-"""Carry out a plan with an engine: manifests in parallel, each shared layer uploaded once.
+"""Carry out a plan with an engine: manifests in parallel, each blob uploaded once.
 
 The unit of work is a task: one manifest copied by the engine (a single-platform image, or one
-platform of an index; the index itself is put once all its platforms are in). Layers that several
-tasks share are seeded first by `layers.Seeder`, and a task waits only until the shared layers it
-holds are in the target, so nothing is uploaded twice and nothing waits for unrelated work.
-Tasks go largest first, which keeps every worker busy to the end.
+platform of an index; the index itself is put once all its platforms are in). Every blob the
+engine would take from the target as it is (`Engine.reuses`) is seeded first by `layers.Seeder`,
+and a task waits only until the blobs it holds are in the target, so nothing is uploaded twice and
+nothing waits for unrelated work. Tasks go largest first, which keeps every worker busy to the end.
 """
 
 from __future__ import annotations
@@ -161,6 +161,14 @@ def _quiet(callback: Callable[[Event], None]) -> Callable[[Event], None]:
     return call
 
 
+def _reused(task: Task, engine: Engine) -> tuple[tuple[str, int], ...]:
+    """The blobs of `task` that chaosmirror's client uploads before the engine copies it: those the
+    engine finds in the target and uses as they are (skopeo, every one; a Docker daemon, the config
+    and gzip layers, which spares it compressing each layer again)."""
+    kinds = {b.digest: b for m in task.action.manifests if not m.is_index for b in m.stored_blobs()}
+    return tuple((d, n) for d, n in task.part.layers if d in kinds and engine.reuses(kinds[d]))
+
+
 def run(
     plan: Plan,
     engine: Engine,
@@ -168,7 +176,6 @@ def run(
     *,
     jobs: int = 16,
     split: bool = True,
-    seed_all: bool = False,
     staging: Staging | None = None,
     on_event: Callable[[Event], None] = lambda e: None,
     on_phase: Callable[[str], None] = lambda m: None,
@@ -196,12 +203,11 @@ def run(
     tasks = [t for ts in by_action.values() for t in ts]
     progress = {key: _Progress(len(ts), ts[0].dst != ts[0].action.item.dst) for key, ts in by_action.items()}
     position = {id(a): i for i, a in enumerate(plan.actions)}
-    layers = shared_layers(((t.src, t.action.item.dst, t.part.layers) for t in tasks), min_repos=1 if seed_all else 2)
+    layers = shared_layers(((t.src, t.action.item.dst, _reused(t, engine)) for t in tasks), min_repos=1)
     gate = _Gate(tasks, {layer.digest for layer in layers})
     lock = threading.Lock()
     if layers:
-        what = "blobs" if seed_all else "shared layers"
-        on_phase(f"uploading {len(layers)} {what} ({sum(x.size for x in layers) / 1e6:.1f} MB), each once")
+        on_phase(f"uploading {len(layers)} blobs ({sum(x.size for x in layers) / 1e6:.1f} MB), each once")
     copies = [a for a in plan.actions if a.kind == "copy"]
     unique = {d: n for a in copies for part in a.parts for d, n in part.layers}  # each blob moves once
     emit(Event("planned", None, size=sum(unique.values()), count=len(copies)))
@@ -227,7 +233,7 @@ def run(
                 emit(Event("start", task.action))
             held, error, cut = "", "", False
             try:
-                held, note = copy_task(engine, task, registries, staging=staging, in_target=seed_all and not mine)
+                held, note = copy_task(engine, task, registries, staging=staging, in_target=not mine)
                 if note:
                     with lock:
                         state.notes.append(note)
@@ -383,7 +389,7 @@ def _mirror(items: list[Item], report: Report, *, settings: Settings, registries
             on_phase("with each image, the signatures, attestations, SBOMs and referrers stored next to it")
         staging = Staging(_config_reader(registries, cache)) if engine.stages else None
         try:
-            entries = run(plan, engine, registries, jobs=jobs, split=far, seed_all=engine.exact, staging=staging,
+            entries = run(plan, engine, registries, jobs=jobs, split=far, staging=staging,
                           on_event=on_event, on_phase=on_phase, on_bytes=on_bytes, carrier=carrier)  # fmt: skip
         finally:
             if staging is not None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from chaosmirror.engines import Engine, make_engine
 from chaosmirror.errors import EngineError
 from chaosmirror.lifecycle import Run
-from chaosmirror.manifest import Manifest, Platform
+from chaosmirror.manifest import Descriptor, Manifest, Platform
 from chaosmirror.registry import Registries
 from chaosmirror.report import Report
 from chaosmirror.settings import Settings
@@ -28,6 +28,9 @@ class NoCopies:
 
     def refuses(self, manifests: list[Manifest]) -> str:
         return ""
+
+    def reuses(self, blob: Descriptor) -> bool:
+        return True
 
     def close(self) -> None:
         pass

@@ -261,8 +261,8 @@ class Bench:
 
     def docker(self, daemon: DockerDaemon) -> dict[str, dict[str, float]]:
         """chaosmirror --engine docker against a hand-written docker pull/tag/push loop, through one
-        private daemon, with skopeo's chaosmirror beside them. Cold runs also start from an empty
-        daemon image store. Digests change on a docker push, so these runs are checked by config."""
+        private daemon, with skopeo's chaosmirror beside them. Cold runs also start from a new daemon
+        with an empty data root. Digests change on a docker push, so these runs are checked by config."""
         target = self.rig.target.host
         config_dir = self.folder / "docker-config"
         config_dir.mkdir(exist_ok=True)
@@ -284,10 +284,11 @@ class Bench:
         shutil.copyfile(self.certs / "ca.crt", certs / "ca.crt")
 
         def empty() -> None:
+            # A new daemon with an empty data root: no images, and no memory of earlier pushes, which
+            # would send one tool's push after the layer digests another tool's push had written.
             self.empty_target()
-            daemon.docker("image", "prune", "-af")
-            for image in daemon.docker("images", "-aq").stdout.decode().split():
-                daemon.docker("rmi", "-f", image)
+            daemon.stop()
+            daemon.start()
 
         results: dict[str, dict[str, list[float]]] = {"cold": {n: [] for n in tools}, "warm": {n: [] for n in tools}}
         try:

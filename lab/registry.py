@@ -48,9 +48,10 @@ class Logged:
     method: str
     path: str
     status: int
+    agent: str = ""  # the client's User-Agent: "chaosmirror", "skopeo/1.9.3", "docker/20.10.24+dfsg1 go/..."
 
 
-_ACCESS_RE = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" ([0-9]{3}) ')
+_ACCESS_RE = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" ([0-9]{3}) \S+ "[^"]*" "([^"]*)"')
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ class RegistryServer:
     def requests(self, since: int = 0) -> list[Logged]:
         """Requests the server has logged (all of them, or those after the first `since`)."""
         text = (self.folder / "registry.log").read_text(errors="replace")
-        found = [Logged(m[1], m[2], int(m[3])) for m in _ACCESS_RE.finditer(text)]
+        found = [Logged(m[1], m[2], int(m[3]), m[4]) for m in _ACCESS_RE.finditer(text)]
         return found[since:]
 
     def wipe(self) -> None:

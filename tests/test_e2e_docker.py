@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+import urllib.parse
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from chaosmirror.engines.docker import explain_daemon, explain_stream
+from lab.dockerd import DockerDaemon
 from lab.images import MT_INDEX
 from lab.rig import PASSWORD
 from tests.conftest import source_digests
@@ -155,6 +160,36 @@ def test_docker_engine_cannot_touch_oci_layouts(docker_env, rig):
             engine.copy(ImageRef.parse("a/b:1"), LayoutRef(Path("/tmp/x"), "n"))
     finally:
         engine.close()
+
+
+def test_the_daemon_pushes_no_layer_that_chaosmirror_put_there_first(rig, chaosmirror, account, target_client,
+                                                                   daemon_trusts_target):  # fmt: skip
+    """chaosmirror's client uploads every config and gzip layer once, before the daemon pushes; the
+    daemon's push finds each by the digest it pulled, so it compresses and uploads none of them, and
+    the layers in the target keep the source's digests (the manifests are the daemon's own). A fresh
+    daemon: one that remembers pushes of other tests to this registry may mount their layers instead."""
+    since = len(rig.target.requests())
+    folder = Path(tempfile.mkdtemp(prefix="dockerd-", dir="/tmp"))  # containerd's socket path must be short
+    with DockerDaemon(folder) as daemon:
+        run = chaosmirror("mirror", "1.47.0", *rig.args(), "--account", account, "--engine", "docker", "--group",
+                          "ddcr", env={"DOCKER_HOST": daemon.host})  # fmt: skip
+    shutil.rmtree(folder, ignore_errors=True)
+    assert run.code == 0, run.output
+    logged = rig.target.requests(since)
+    uploads = [r for r in logged if r.method in ("POST", "PATCH", "PUT") and "/blobs/uploads/" in r.path]
+    assert uploads and {r.agent for r in uploads} == {"chaosmirror"}, Counter(r.agent for r in uploads)
+    committed = Counter(urllib.parse.parse_qs(urllib.parse.urlsplit(r.path).query)["digest"][0] for r in uploads
+                        if r.method == "PUT" and r.status == 201)  # fmt: skip
+    assert committed and max(committed.values()) == 1, committed  # each blob once, shared ones too
+    for entry in run.report["images"]:
+        name, tag = entry["destination"].rsplit("/", 1)[1].split(":")
+        held = target_client.get_manifest(f"{account}/{name}", tag)
+        art = rig.artifacts[(f"harness/{name}", tag)]
+        image = next(i for i in art.images if i.platform.get("architecture", "amd64") == "amd64")
+        source = json.loads(image.manifest.data)
+        assert [x["digest"] for x in held["layers"]] == [x["digest"] for x in source["layers"]]
+        assert held["config"]["digest"] == source["config"]["digest"]
+        assert set(committed) >= {x["digest"] for x in source["layers"]}
 
 
 def test_config_out_after_a_docker_run_pins_the_digests_it_pushed(rig, chaosmirror, account, docker_env, tmp_path):

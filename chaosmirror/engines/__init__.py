@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from chaosmirror.errors import EngineError
-from chaosmirror.manifest import Manifest, Platform
+from chaosmirror.manifest import Descriptor, Manifest, Platform
 from chaosmirror.ref import ImageRef, Location
 from chaosmirror.registry import Registries
 
@@ -34,6 +34,10 @@ class Engine(Protocol):
     def refuses(self, manifests: list[Manifest]) -> str:
         """Why this engine cannot copy an image made of `manifests` (say, a layer format it cannot
         unpack), or "" when it can. Asked before the copy, so the image fails with the reason."""
+
+    def reuses(self, blob: Descriptor) -> bool:
+        """Whether the engine, finding `blob` in the target repository by its digest, uses it as it
+        is rather than uploading its own: chaosmirror's client may then put it there first."""
 
 
 @runtime_checkable

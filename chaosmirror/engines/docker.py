@@ -24,11 +24,19 @@ from docker.errors import APIError, DockerException, ImageNotFound
 from chaosmirror.auth import Role, hint
 from chaosmirror.engines.goerrors import classify_message
 from chaosmirror.errors import EngineError, Kind
-from chaosmirror.manifest import Manifest, Platform
+from chaosmirror.manifest import Descriptor, Manifest, Platform
 from chaosmirror.ref import ArchiveRef, DirRef, ImageRef, LayoutRef, Location
 from chaosmirror.registry import Registries
 
 TIMEOUT = 3600
+# What a daemon's push takes from the target as it is, found by digest: the image config it pulled
+# (the same bytes), and gzip layers, whose digest it remembers from the pull and asks the target
+# for before compressing the layer again (moby distribution/push_v2.go, layerAlreadyExists). It
+# writes every layer it finds as a gzip layer, so a layer of another kind is left to its push.
+REUSED = frozenset({
+    "application/vnd.docker.container.image.v1+json", "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip", "application/vnd.oci.image.layer.v1.tar+gzip",
+})  # fmt: skip
 
 
 def explain_daemon(exc: BaseException, host: str) -> str:
@@ -116,6 +124,9 @@ class DockerEngine:
                     f"{self.version} cannot unpack (Docker Engine 23.0 can): use --engine skopeo, which copies "
                     "layers as they are")  # fmt: skip
         return ""
+
+    def reuses(self, blob: Descriptor) -> bool:
+        return blob.media_type in REUSED and not blob.foreign
 
     def save(self, images: Iterable[tuple[str, str]], path: Path) -> None:
         """`docker save` several (image id, name) pairs into one archive: shared layers are stored once."""

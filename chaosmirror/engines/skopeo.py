@@ -24,7 +24,7 @@ from chaosmirror.auth import Role, auth_json, hint
 from chaosmirror.engines.goerrors import classify_message
 from chaosmirror.errors import EngineError
 from chaosmirror.lifecycle import Run, private_dir
-from chaosmirror.manifest import Manifest, Platform
+from chaosmirror.manifest import Descriptor, Manifest, Platform
 from chaosmirror.ref import ArchiveRef, DirRef, ImageRef, LayoutRef, Location
 from chaosmirror.registry import Registries
 
@@ -208,6 +208,9 @@ class Skopeo:
 
     def refuses(self, manifests: list[Manifest]) -> str:
         return ""  # skopeo copies blobs as they are, whatever their format
+
+    def reuses(self, blob: Descriptor) -> bool:
+        return True  # it asks the target for every blob first, and skips what is there
 
     def copy(self, src: Location, dst: Location) -> str:
         self.run.check()
