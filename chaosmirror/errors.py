@@ -53,12 +53,14 @@ class RegistryError(ChaosmirrorError):
     exit_code = 1
 
     def __init__(self, message: str, *, kind: Kind = "protocol", status: int | None = None,
-                 retry_after: float | None = None, transient: bool | None = None) -> None:  # fmt: skip
+                 retry_after: float | None = None, transient: bool | None = None,
+                 exhausted: bool = False) -> None:  # fmt: skip
         super().__init__(message)
         self.kind: Kind = kind
         self.status = status
         self.retry_after = retry_after
         self.transient = kind in TRANSIENT if transient is None else transient
+        self.exhausted = exhausted  # its retries were spent: an operation made of it does not start again
 
 
 class AuthError(RegistryError):

@@ -207,12 +207,13 @@ class Registry:
 
     def upload_blob(self, ref: ImageRef, digest: str, size: int, source: Callable[[], BinaryIO]) -> None:
         """Upload in one PUT (the registry checks the digest); raises RegistryError if refused.
-        `source` opens a fresh stream of the blob's bytes each time it is called: a failed upload
-        is retried as a whole (a new upload session, the source reopened)."""
+        `source` opens a fresh stream of the blob's bytes each time it is called: a PUT that fails
+        is retried with the whole upload (a new upload session, the source reopened); the POST that
+        opens a session carries no bytes and is retried alone."""
         scope = self._scope(ref, True)
 
         def attempt() -> None:
-            resp = self.request("POST", f"/v2/{ref.repository}/blobs/uploads/", scope=scope, retry=False)
+            resp = self.request("POST", f"/v2/{ref.repository}/blobs/uploads/", scope=scope)
             self._expect(resp, 202, f"start an upload to {ref.repository}")
             location = self._upload_location(resp)
             sep = "&" if "?" in location else "?"
@@ -274,13 +275,15 @@ class Registry:
         PATCH, then the check (the reason the bytes sent are not `digest`, or "" when they are; the
         stream hashes them as they are read), and only then the PUT with `?digest=`; otherwise the
         upload is deleted, so the registry never holds a blob that does not match its digest.
-        `source()` gives a fresh (stream, check) for each attempt: a broken upload is retried whole."""
+        `source()` gives a fresh (stream, check) for each attempt: a broken PATCH is retried with
+        the whole upload. The POST and the PUT carry no bytes and are retried alone; a PUT whose
+        answer was lost is found out by the 404 of the next try and a HEAD of the blob."""
         scope = self._scope(ref, True)
 
         def attempt() -> None:
             stream, check = source()
             try:
-                resp = self.request("POST", f"/v2/{ref.repository}/blobs/uploads/", scope=scope, retry=False)
+                resp = self.request("POST", f"/v2/{ref.repository}/blobs/uploads/", scope=scope)
                 self._expect(resp, 202, f"start an upload to {ref.repository}")
                 path = self._upload_location(resp)
                 if size:
@@ -296,8 +299,9 @@ class Registry:
                 self.request("DELETE", path, scope=scope)
                 raise RegistryError(f"{problem}; the upload of {digest} to {ref.repository} was cancelled")
             sep = "&" if "?" in path else "?"
-            resp = self.request("PUT", f"{path}{sep}digest={urllib.parse.quote(digest)}", scope=scope, body=b"",
-                                retry=False)  # fmt: skip
+            resp = self.request("PUT", f"{path}{sep}digest={urllib.parse.quote(digest)}", scope=scope, body=b"")
+            if resp.status == 404 and self.has_blob(ref, digest):
+                return  # an earlier try of this PUT committed the upload, and its answer was lost
             self._expect(resp, 201, f"upload {digest} to {ref.repository}")
 
         self.transport.retrying(attempt)

@@ -229,6 +229,8 @@ class Transport:
             try:
                 return attempt()
             except RegistryError as exc:
+                if exc.exhausted:  # a request inside `attempt` spent the retries already
+                    raise
                 if not exc.transient or number == total - 1:
                     if exc.transient and total > 1:
                         raise _gave_up(exc, total) from None
@@ -476,4 +478,4 @@ def storage_failure(reply: Reply) -> str:
 
 def _gave_up(exc: RegistryError, attempts: int) -> RegistryError:
     return RegistryError(f"{exc} (gave up after {attempts} attempts)", kind=exc.kind, status=exc.status,
-                         transient=True)  # fmt: skip
+                         transient=True, exhausted=True)  # fmt: skip

@@ -228,6 +228,27 @@ def test_a_bundle_exports_from_a_faulty_source_and_imports_into_a_faulty_target(
     assert exact(rig, plain_target, account) == []
 
 
+def test_a_refused_commit_is_asked_again_without_sending_the_bytes_again(rig, chaosmirror, plain_target, account,
+                                                                         tmp_path):  # fmt: skip
+    """An upload's POST and its committing PUT carry no bytes: each is retried alone. Only a broken
+    PATCH starts the upload again, so a blob's bytes go once however often a commit is refused."""
+    out = tmp_path / "hce.tar"
+    assert chaosmirror("bundle", "export", "1.47.0", "-o", str(out), "--source-mirror",
+                       f"docker.io={rig.source.host}").code == 0  # fmt: skip
+    rules = (r"PUT /blobs/uploads/.+digest= 503 4", r"POST /blobs/uploads/$ 503 4")
+    with faulty(rig, plain_target, tmp_path / "target.jsonl", rules=rules, retry_after="0") as target:
+        imported = chaosmirror("bundle", "import", str(out), "--to", target.host, "--account", account,
+                               "--ca-cert", str(rig.tls.ca_cert))  # fmt: skip
+        seen = target.requests()
+    assert imported.code == 0, imported.output
+    assert exact(rig, plain_target, account) == []
+    assert sum(1 for r in seen if r["fault"]) == 8
+    patches = [r for r in seen if r["method"] == "PATCH"]
+    commits = {r["path"].rsplit("digest=", 1)[1] for r in seen if r["method"] == "PUT" and r["status"] == 201
+               and "digest=" in r["path"]}  # fmt: skip
+    assert patches and len(patches) == len(commits), (len(patches), len(commits))
+
+
 def test_tokens_are_fetched_once_per_scope_and_again_after_a_later_401(rig, chaosmirror, account, tmp_path):
     """The proxy plays a token service whose tokens say "60 s" but are honoured for half a second."""
     open_target = RegistryServer(tmp_path / "open").start()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email.utils
 import http.server
+import io
 import socket
 import threading
 import time
@@ -254,6 +255,17 @@ def test_retries_honour_retry_after_and_give_up_with_the_reason():
             registries.get(registry, "src").ping()
         registries.close()
     assert failed.value.transient and len(seen) == 1 + 3  # the scheme probe, then three attempts
+
+
+def test_an_upload_whose_post_spent_its_retries_is_not_started_again():
+    """Retries do not multiply: a request inside an upload that gave up ends the upload."""
+    with serve({"/v2/": answer(200, b"{}"), "/v2/x/blobs/uploads/": answer(503)}) as (registry, seen):
+        registries = Registries(policy=Policy(retries=2, first=0.01))
+        dest = registries.get(registry, "dest")
+        with pytest.raises(RegistryError, match=r"gave up after 3 attempts"):
+            dest.upload_blob(ImageRef.parse(f"{registry}/x:1"), "sha256:" + "0" * 64, 1, lambda: io.BytesIO(b"x"))
+        registries.close()
+    assert sum(1 for method, _, _ in seen if method == "POST") == 3
 
 
 def test_a_plain_http_insecure_registry_is_used_over_http_and_said_so():
