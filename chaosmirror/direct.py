@@ -8,11 +8,11 @@ which keeps its connections and retries each request, gets through). The report 
 
 from __future__ import annotations
 
-from chaosmirror.errors import ChaosmirrorError, RegistryError
+from chaosmirror.errors import ChaosmirrorError
 from chaosmirror.manifest import children_in
 from chaosmirror.plan import Action, Part
 from chaosmirror.ref import ImageRef
-from chaosmirror.registry import Registries, Registry
+from chaosmirror.registry import Registries
 
 
 def copy_part(action: Action, part: Part, src: ImageRef, dst: ImageRef, registries: Registries) -> str:
@@ -21,7 +21,7 @@ def copy_part(action: Action, part: Part, src: ImageRef, dst: ImageRef, registri
     source = registries.for_ref(src, "src")
     dest = registries.for_ref(dst, "dest")
     for digest, size in part.layers:
-        if not _present(dest, dst, digest):
+        if not dest.has_blob(dst, digest):
             dest.upload_blob(dst, digest, size, lambda d=digest: source.open_blob(src, d))  # type: ignore[misc]
     written = {m.digest: m for m in action.manifests}
     top = written.get(part.digest)
@@ -30,15 +30,3 @@ def copy_part(action: Action, part: Part, src: ImageRef, dst: ImageRef, registri
     for child in children_in(top, written, of=str(action.item.src)):
         dest.put_manifest(dst.with_digest(child.digest), child)
     return dest.put_manifest(dst, top)
-
-
-def _present(dest: Registry, dst: ImageRef, digest: str) -> bool:
-    """Whether `dst`'s repository holds `digest`. A lookup the registry answers with a server error
-    does not decide: the upload is tried, and it says why when it fails too (a HEAD has no body, so
-    a registry whose disk is full, and which left a broken link behind, says "500" and nothing more)."""
-    try:
-        return dest.has_blob(dst, digest)
-    except RegistryError as exc:
-        if exc.status is None or exc.status < 500 or exc.kind == "storage":
-            raise
-        return False

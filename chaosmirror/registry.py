@@ -178,7 +178,16 @@ class Registry:
         return resp.body
 
     def has_blob(self, ref: ImageRef, digest: str) -> bool:
-        resp = self.request("HEAD", f"/v2/{ref.repository}/blobs/{digest}", scope=self._scope(ref, True))
+        """Whether `ref`'s repository holds `digest`, asked before an upload. A lookup that still
+        answers a server error after its retries counts as "no": the upload is tried, and its error
+        says why (a HEAD has no body: a docker-registry whose disk was full answered blob HEADs with
+        a bare 500, where the upload said "no space left on device")."""
+        try:
+            resp = self.request("HEAD", f"/v2/{ref.repository}/blobs/{digest}", scope=self._scope(ref, True))
+        except RegistryError as exc:
+            if exc.status is None or exc.status < 500 or exc.kind == "storage":
+                raise
+            return False
         if resp.status not in (200, 404):
             self._expect(resp, 200, f"look up {digest} in {ref.repository}")
         return resp.status == 200

@@ -151,8 +151,8 @@ def test_an_outage_longer_than_the_retries_fails_those_images_and_says_why(rig, 
 
 @pytest.mark.parametrize("heads", [0, 10_000], ids=["as-it-answers", "blob-lookups-fail"])
 def test_a_full_target_storage_is_named_in_the_error(rig, chaosmirror, account, tmp_path, heads):
-    # A registry whose disk fills may leave a broken link behind, and a HEAD of that blob answers
-    # 500 with no body (seen in CI): the lookup must not hide the reason the upload gives.
+    # A docker-registry whose disk was full answered a blob HEAD with a bare 500 (seen in CI): the
+    # lookup must not hide the reason the upload gives.
     rules = (f"HEAD /blobs/sha256: 500 {heads}",) if heads else ()
     with tmpfs(tmp_path / "small" / "data", "256k"):
         server = RegistryServer(tmp_path / "small", auth=(USER, PASSWORD))
