@@ -234,6 +234,8 @@ class Bench:
         return seconds
 
     def compare(self, title: str, target: str, names: list[str], *, plain: bool = False) -> dict[str, dict[str, float]]:
+        """Each tool cold and warm, `reps` times, in alternating order; the medians, and under
+        "ratios" the range of chaosmirror's time over each tool's within the same round."""
         tools = self.tools(target, plain=plain)
         results: dict[str, dict[str, list[float]]] = {"cold": {n: [] for n in names}, "warm": {n: [] for n in names}}
         for rep in range(self.reps):
@@ -246,7 +248,15 @@ class Bench:
             for name in order:  # the target is full now
                 results["warm"][name].append(self.time_once(tools[name], None))
                 print(f"  {title} warm {name}: {results['warm'][name][-1]:.2f}s", flush=True)
-        return {kind: {n: statistics.median(v) for n, v in by.items()} for kind, by in results.items()}
+        out: dict[str, dict[str, float]] = {kind: {n: statistics.median(v) for n, v in by.items()}
+                                            for kind, by in results.items()}  # fmt: skip
+        if "chaosmirror" in names:
+            for kind, by in results.items():
+                for name, times in by.items():
+                    ratios = [ours / theirs for ours, theirs in zip(by["chaosmirror"], times, strict=True)]
+                    out.setdefault("ratios", {})[f"{kind} {name} min"] = min(ratios)
+                    out["ratios"][f"{kind} {name} max"] = max(ratios)
+        return out
 
     def compare_plain(self, names: list[str]) -> dict[str, dict[str, float]]:
         """As `compare`, into the plain-HTTP target without auth (where no bcrypt per request
@@ -604,16 +614,25 @@ def render_scale(rows: list[dict[str, float]]) -> str:
 
 
 def render(title: str, medians: dict[str, dict[str, float]]) -> str:
+    """A table of medians; with "ratios" (`Bench.compare`), the range of the per-round ratios too."""
+    spread = medians.get("ratios")
+    extra = " | cold, range over rounds | warm, range over rounds" if spread else ""
     lines = [
         f"### {title}",
         "",
-        "| tool | cold (s) | warm no-op (s) | chaosmirror / tool, cold | warm |",
-        "|---|---:|---:|---:|---:|",
+        f"| tool | cold (s) | warm no-op (s) | chaosmirror / tool, cold | warm{extra} |",
+        "|---|---:|---:|---:|---:|" + ("---:|---:|" if spread else ""),
     ]
     ours = medians["cold"]["chaosmirror"], medians["warm"]["chaosmirror"]
     for name in medians["cold"]:
         cold, warm = medians["cold"][name], medians["warm"][name]
-        lines.append(f"| {name} | {cold:.2f} | {warm:.2f} | {ours[0] / cold:.2f}x | {ours[1] / warm:.2f}x |")
+        row = f"| {name} | {cold:.2f} | {warm:.2f} | {ours[0] / cold:.2f}x | {ours[1] / warm:.2f}x |"
+        if spread and name != "chaosmirror":
+            row += "".join(f" {spread[f'{kind} {name} min']:.2f}x–{spread[f'{kind} {name} max']:.2f}x |"
+                           for kind in ("cold", "warm"))  # fmt: skip
+        elif spread:
+            row += " | |"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -665,7 +684,7 @@ def render_docker(medians: dict[str, dict[str, float]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=3, help="runs per tool and scenario (median is reported)")
+    parser.add_argument("--reps", type=int, default=5, help="runs per tool and scenario (median is reported)")
     parser.add_argument("--latency-reps", type=int, default=1)
     parser.add_argument("--no-latency", action="store_true", help="skip the run behind the latency proxy")
     parser.add_argument("--no-loopback", action="store_true", help="skip the run straight to the loopback target")
