@@ -234,8 +234,9 @@ class Bench:
         return seconds
 
     def compare(self, title: str, target: str, names: list[str], *, plain: bool = False) -> dict[str, dict[str, float]]:
-        """Each tool cold and warm, `reps` times, in alternating order; the medians, and under
-        "ratios" the range of chaosmirror's time over each tool's within the same round."""
+        """Each tool cold and warm, `reps` times, in alternating order: the medians ("cold", "warm")
+        and, with more than one round, the lowest and highest of chaosmirror's time over each other
+        tool's within a round ("cold min", "cold max", "warm min", "warm max")."""
         tools = self.tools(target, plain=plain)
         results: dict[str, dict[str, list[float]]] = {"cold": {n: [] for n in names}, "warm": {n: [] for n in names}}
         for rep in range(self.reps):
@@ -250,12 +251,12 @@ class Bench:
                 print(f"  {title} warm {name}: {results['warm'][name][-1]:.2f}s", flush=True)
         out: dict[str, dict[str, float]] = {kind: {n: statistics.median(v) for n, v in by.items()}
                                             for kind, by in results.items()}  # fmt: skip
-        if "chaosmirror" in names:
+        if "chaosmirror" in names and self.reps > 1:
             for kind, by in results.items():
-                for name, times in by.items():
-                    ratios = [ours / theirs for ours, theirs in zip(by["chaosmirror"], times, strict=True)]
-                    out.setdefault("ratios", {})[f"{kind} {name} min"] = min(ratios)
-                    out["ratios"][f"{kind} {name} max"] = max(ratios)
+                others = {n: [ours / theirs for ours, theirs in zip(by["chaosmirror"], times, strict=True)]
+                          for n, times in by.items() if n != "chaosmirror"}  # fmt: skip
+                out[f"{kind} min"] = {n: min(r) for n, r in others.items()}
+                out[f"{kind} max"] = {n: max(r) for n, r in others.items()}
         return out
 
     def compare_plain(self, names: list[str]) -> dict[str, dict[str, float]]:
@@ -614,8 +615,8 @@ def render_scale(rows: list[dict[str, float]]) -> str:
 
 
 def render(title: str, medians: dict[str, dict[str, float]]) -> str:
-    """A table of medians; with "ratios" (`Bench.compare`), the range of the per-round ratios too."""
-    spread = medians.get("ratios")
+    """A table of medians; with the per-round ranges of `Bench.compare`, those too."""
+    spread = "cold min" in medians
     extra = " | cold, range over rounds | warm, range over rounds" if spread else ""
     lines = [
         f"### {title}",
@@ -628,8 +629,8 @@ def render(title: str, medians: dict[str, dict[str, float]]) -> str:
         cold, warm = medians["cold"][name], medians["warm"][name]
         row = f"| {name} | {cold:.2f} | {warm:.2f} | {ours[0] / cold:.2f}x | {ours[1] / warm:.2f}x |"
         if spread and name != "chaosmirror":
-            row += "".join(f" {spread[f'{kind} {name} min']:.2f}x–{spread[f'{kind} {name} max']:.2f}x |"
-                           for kind in ("cold", "warm"))  # fmt: skip
+            for kind in ("cold", "warm"):
+                row += f" {medians[f'{kind} min'][name]:.2f}x–{medians[f'{kind} max'][name]:.2f}x |"
         elif spread:
             row += " | |"
         lines.append(row)
