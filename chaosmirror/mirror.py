@@ -10,6 +10,7 @@ nothing waits for unrelated work. Tasks go largest first, which keeps every work
 from __future__ import annotations
 
 import contextlib
+import heapq
 import threading
 import time
 from collections.abc import Callable
@@ -49,33 +50,70 @@ __all__ = [
 
 
 class _Gate:
-    """Hands out tasks, largest first, never two at once that would upload the same blob."""
+    """Hands out tasks, largest first, never two at once that would upload the same blob.
+
+    A task may start once none of its blobs is claimed (being seeded, or being uploaded by another
+    task). Each pending task counts its claimed blobs, and the tasks whose count falls to zero wait in
+    a heap by size, so handing out a task or releasing a blob costs only the tasks that hold that
+    blob, not a scan of every pending task (which, with every worker woken at each of a big run's
+    thousands of seeded blobs, grew with the square of the run)."""
 
     def __init__(self, tasks: list[Task], seeding: set[str]) -> None:
-        self.pending = sorted(tasks, key=lambda t: -t.part.size)
+        self.tasks = sorted(tasks, key=lambda t: -t.part.size)  # a heap of positions: largest first
+        self.blobs = [t.part.blobs for t in self.tasks]
+        self.holders: dict[str, list[int]] = {}
+        for n, blobs in enumerate(self.blobs):
+            for blob in blobs:
+                self.holders.setdefault(blob, []).append(n)
         self.claimed: set[str] = set(seeding)
         self.done: set[str] = set()
+        self.blocked = [sum(1 for b in blobs if b in self.claimed) for blobs in self.blobs]
+        self.taken = [False] * len(self.tasks)
+        self.ready = [n for n, count in enumerate(self.blocked) if count == 0]  # sorted, so a heap
+        self.left = len(self.tasks)
         self.cond = threading.Condition()
 
     def take(self, run: Run | None = None) -> tuple[Task, set[str]] | None:
         """The next task and the blobs it now owns; None when none is left or the run stopped."""
         with self.cond:
-            while self.pending and not (run and run.stopped):
-                for task in self.pending:
-                    mine = set(task.part.blobs - self.done)
-                    if not mine & self.claimed:
-                        self.pending.remove(task)
-                        self.claimed |= mine
-                        return task, mine
+            while self.left and not (run and run.stopped):
+                while self.ready:
+                    n = heapq.heappop(self.ready)
+                    if self.taken[n] or self.blocked[n]:
+                        continue  # taken already, or claimed again since it was ready: it comes back
+                    self.taken[n] = True
+                    self.left -= 1
+                    mine = set(self.blobs[n] - self.done)
+                    self._claim(mine)
+                    if not self.left:
+                        self.cond.notify_all()  # the other workers stop waiting
+                    return self.tasks[n], mine
                 self.cond.wait(0.25)
             return None
 
     def release(self, blobs: set[str], *, ok: bool) -> None:
         with self.cond:
-            self.claimed -= blobs
+            freed = blobs & self.claimed
+            self.claimed -= freed
             if ok:
                 self.done |= blobs
-            self.cond.notify_all()
+            woke = False
+            for blob in freed:
+                for n in self.holders.get(blob, ()):
+                    if not self.taken[n]:
+                        self.blocked[n] -= 1
+                        if not self.blocked[n]:
+                            heapq.heappush(self.ready, n)
+                            woke = True
+            if woke:
+                self.cond.notify_all()
+
+    def _claim(self, blobs: set[str]) -> None:
+        for blob in blobs - self.claimed:
+            self.claimed.add(blob)
+            for n in self.holders.get(blob, ()):
+                if not self.taken[n]:
+                    self.blocked[n] += 1
 
 
 @dataclass(frozen=True)

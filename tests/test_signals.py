@@ -109,7 +109,8 @@ def launch(rig, args: list[str], tmp_path: Path, name: str) -> Started:  # type:
     tmp.mkdir(exist_ok=True)
     report, log = tmp_path / f"{name}.json", tmp_path / f"{name}.log"
     argv = [sys.executable, "-m", "chaosmirror", *args, "--report", str(report)]
-    env = {**os.environ, **rig.env, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO_ROOT)}
+    # PYTHONFAULTHANDLER: a SIGABRT makes the process print every thread's stack (see stopped_within_5_seconds)
+    env = {**os.environ, **rig.env, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO_ROOT), "PYTHONFAULTHANDLER": "1"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
     return Started(proc, report, tmp, log)
@@ -169,7 +170,11 @@ def stopped_within_5_seconds(started: Started, signum: int, code: int) -> None:
     try:
         assert started.proc.wait(timeout=5) == code, started.output()
     except subprocess.TimeoutExpired:
-        started.proc.kill()
+        started.proc.send_signal(signal.SIGABRT)  # its threads' stacks, into the log, to show where it waits
+        try:
+            started.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            started.proc.kill()
         pytest.fail(f"still running 5 s after the signal:\n{started.output()}")
     assert time.monotonic() - sent < 5
     assert "Traceback" not in started.output()
@@ -201,7 +206,11 @@ def test_a_signal_stops_the_copies_and_a_rerun_finishes_them(rig, far, account, 
     try:
         assert started.proc.wait(timeout=5) == code, started.output()
     except subprocess.TimeoutExpired:
-        started.proc.kill()
+        started.proc.send_signal(signal.SIGABRT)  # its threads' stacks, into the log, to show where it waits
+        try:
+            started.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            started.proc.kill()
         pytest.fail(f"still running 5 s after the signal:\n{started.output()}")
     assert time.monotonic() - sent < 5
     assert gone_soon(far.host) == [], "skopeo copies outlived chaosmirror"
