@@ -5,9 +5,14 @@
         ... workers check run.stopped before each task, and wait with run.wait(seconds) ...
     sys.exit(run.exit_code)                  # 130 / 143 / 129 when a signal stopped it
 
-The first SIGINT, SIGTERM or SIGHUP sets the flag and runs the stop hooks at once, from the
-handler; the run then winds down (workers finish what the hooks cut short, the report is written).
-A second signal ends the process at once, after the hooks ran again.
+The first SIGINT, SIGTERM or SIGHUP sets the flag and runs the stop hooks at once; the run then
+winds down (workers finish what the hooks cut short, the report is written). A second signal ends
+the process at once, after the hooks ran again.
+
+The signals are acted on by a thread of their own, woken through `signal.set_wakeup_fd`, not by
+the Python-level handler: that one runs only in the main thread, between two bytecodes, and a
+signal the kernel hands to another thread (it may, when the main thread already has one pending)
+leaves a main thread blocked on a lock, waiting for the copies, asleep until some copy ends.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ class Run:
         self.signal: int | None = None
         self._hooks: list[Callable[[], None]] = []
         self._old: dict[int, object] = {}
+        self._signalled = False
+        self._wakeup: tuple[int, int] | None = None  # the pipe the C-level handler writes signal numbers to
+        self._old_wakeup = -1
+        self._watcher: threading.Thread | None = None
 
     # --- the flag -----------------------------------------------------------------------------
 
@@ -92,10 +101,26 @@ class Run:
     # --- signals --------------------------------------------------------------------------------
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self._stop.is_set():  # the second signal: do not wait for anything any more
+        """The Python-level handler does nothing: it only replaces the default action (exit, or a
+        KeyboardInterrupt); `_watch` acts on the signal, whichever thread the kernel handed it to."""
+
+    def _watch(self, fd: int) -> None:
+        try:
+            while data := os.read(fd, 64):  # b"" once __exit__ closed the other end
+                for signum in data:
+                    if signum in SIGNALS:
+                        self._signal(signum)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _signal(self, signum: int) -> None:
+        if self._signalled or self._stop.is_set():  # the second signal: do not wait for anything any more
             self.stop(signum)
             os._exit(128 + signum)
-        # The hooks take locks the interrupted main thread may hold: run them on a thread of their own.
+        self._signalled = True
+        # On a thread of its own, so that a second signal is seen while the hooks run.
         threading.Thread(target=self.stop, args=(signum,), name="stop", daemon=True).start()
 
     @staticmethod
@@ -105,6 +130,12 @@ class Run:
 
     def __enter__(self) -> Run:
         if threading.current_thread() is threading.main_thread():
+            read, write = os.pipe()
+            os.set_blocking(write, False)  # the C-level handler must never block
+            self._wakeup = (read, write)
+            self._old_wakeup = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+            self._watcher = threading.Thread(target=self._watch, args=(read,), name="signals", daemon=True)
+            self._watcher.start()
             for signum in SIGNALS:
                 self._old[signum] = signal.signal(signum, self._handle)
         _CURRENT.append(self)
@@ -115,6 +146,13 @@ class Run:
         for signum, old in self._old.items():
             signal.signal(signum, old)  # type: ignore[arg-type]
         self._old.clear()
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+            os.close(self._wakeup[1])  # the watcher reads the end of the pipe, and ends
+            self._wakeup = None
+            if self._watcher is not None:
+                self._watcher.join(timeout=1)  # so that the process can end at once (cli._exit)
+                self._watcher = None
         if self in _CURRENT:
             _CURRENT.remove(self)
 
