@@ -59,7 +59,7 @@ class _Gate:
     thousands of seeded blobs, grew with the square of the run)."""
 
     def __init__(self, tasks: list[Task], seeding: set[str]) -> None:
-        self.tasks = sorted(tasks, key=lambda t: -t.part.size)  # a heap of positions: largest first
+        self.tasks = sorted(tasks, key=lambda t: -t.part.size)  # `ready` holds positions here: lowest (largest) first
         self.blobs = [t.part.blobs for t in self.tasks]
         self.holders: dict[str, list[int]] = {}
         for n, blobs in enumerate(self.blobs):

@@ -139,7 +139,7 @@ def test_the_gate_hands_out_what_a_scan_of_every_task_would():
 def test_the_gate_reads_each_task_s_blobs_once_however_many_blobs_are_released():
     """A big run (every release: about 700 tasks, 1 800 seeded blobs, 16 workers woken by each)
     must not cost a pass over the pending tasks per blob: the first gate recomputed the blobs of
-    every pending task at each wake-up (62 738 reads here; 16 s of CPU in a simulation of that run)."""
+    every pending task at each wake-up (62 738 reads here)."""
     reads = [0]
 
     class CountedPart(Part):
